@@ -1,0 +1,5 @@
+import sys
+
+from tinytribe.cli import main
+
+sys.exit(main())
