@@ -1,0 +1,543 @@
+"""The data contracts of ``docs/FORMATS.md`` as validated dataclasses.
+
+Five formats, each with a ``format_version`` that loaders check: a loader refuses an unknown
+version, and every error is one line naming the file and the reason.
+
+- :class:`Manifest` / :class:`ManifestItem` -- a JSON job list (``manifests/*.json``).
+- :class:`FeatureCache` -- per-stimulus backbone features at 2 Hz (``features/<stimulus>.npz``).
+- :class:`TeacherChunk` -- per-chunk teacher predictions at BOLD sample times (``teacher/<item>.npz``).
+- :class:`Study` -- a study folder described by ``study.json``.
+- :class:`Checkpoint` -- a training checkpoint (``*.pt``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from tinytribe._io import atomic_write, atomic_write_bytes, atomic_write_json
+from tinytribe.config import ConfigError, from_dict, to_dict
+
+MANIFEST_VERSION = 1
+JOBDEF_VERSION = 1
+FEATURES_VERSION = 1
+TEACHER_VERSION = 1
+STUDY_VERSION = 1
+CHECKPOINT_VERSION = 1
+
+Status = Literal["pending", "running", "done", "failed"]
+MODALITIES = ("text", "audio", "video")
+SPACES = {"fsaverage5": 20484, "fsaverage4": 5124, "schaefer-400": 400, "schaefer-1000": 1000}
+
+
+class FormatError(ValueError):
+    """A file does not follow its format; the message names the file and the reason."""
+
+
+def space_size(space: str) -> int:
+    """Number of outputs of an output space: ``fsaverage5``, ``fsaverage4``, ``schaefer-400``,
+    ``schaefer-1000`` or ``custom:N``."""
+    if space in SPACES:
+        return SPACES[space]
+    m = re.fullmatch(r"custom:(\d+)", space)
+    if m and int(m.group(1)) > 0:
+        return int(m.group(1))
+    raise ValueError(f"unknown output space {space!r} (known: {', '.join(SPACES)}, custom:N)")
+
+
+def _check_version(kind: str, found: Any, supported: int, path: Path | str) -> None:
+    if found != supported:
+        raise FormatError(f"{path}: {kind} format_version {found!r} is not supported "
+                          f"(this tinytribe reads version {supported}); upgrade tinytribe or rebuild the file")
+
+
+def _read_json(path: Path, kind: str) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such {kind} file") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        bak = path.with_name(path.name + ".bak")
+        hint = f"; the previous good copy is {bak}" if bak.exists() else ""
+        raise FormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}){hint}") from None
+    if not isinstance(data, dict):
+        raise FormatError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def _build(cls: type, data: dict, path: Path | str) -> Any:
+    try:
+        return from_dict(cls, data, where=str(path))
+    except ConfigError as e:
+        raise FormatError(str(e)) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class ManifestItem:
+    """One unit of work: a time window ``[start_s, end_s)`` of one media source."""
+
+    id: str
+    source: str
+    start_s: float
+    end_s: float
+    status: Status = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    worker: str | None = None
+    lease_until: float | None = None
+    output: str | None = None
+    output_sha256: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start_s) and math.isfinite(self.end_s)) or self.end_s <= self.start_s:
+            raise ValueError(f"item {self.id!r}: needs start_s < end_s, got {self.start_s}..{self.end_s}")
+        if self.attempts < 0:
+            raise ValueError(f"item {self.id!r}: attempts must be >= 0")
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class Manifest:
+    """A job shard: items to process, their state, and how the job was defined."""
+
+    job: str
+    chunk_s: float
+    items: list[ManifestItem]
+    max_attempts: int = 3
+    shard_index: int = 0
+    shard_count: int = 1
+    created_by: dict[str, str] = field(default_factory=dict)
+    format: Literal["tinytribe.manifest"] = "tinytribe.manifest"
+    format_version: int = MANIFEST_VERSION
+
+    def __post_init__(self) -> None:
+        ids = [it.id for it in self.items]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"duplicate item id {dup!r}")
+        if not 0 <= self.shard_index < self.shard_count:
+            raise ValueError(f"shard {self.shard_index} of {self.shard_count} is out of range")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+
+    def item(self, item_id: str) -> ManifestItem:
+        for it in self.items:
+            if it.id == item_id:
+                return it
+        raise KeyError(f"no item {item_id!r} in this manifest")
+
+    def to_json(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, path: Path | str = "<manifest>") -> "Manifest":
+        if data.get("format") not in (None, "tinytribe.manifest"):
+            raise FormatError(f"{path}: not a tinytribe manifest (format {data.get('format')!r})")
+        _check_version("manifest", data.get("format_version"), MANIFEST_VERSION, path)
+        return _build(cls, data, path)
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically, keeping the previous version as ``<path>.bak``.
+
+        One item per line: the file stays readable and diffable, and large manifests write fast.
+        """
+        data = self.to_json()
+        items = data.pop("items")
+        head = json.dumps(data, ensure_ascii=False, allow_nan=False)[:-1]
+        body = ",\n".join(json.dumps(it, ensure_ascii=False, allow_nan=False) for it in items)
+        text = f'{head}, "items": [\n{body}\n]}}\n' if items else f'{head}, "items": []}}\n'
+        return atomic_write_bytes(path, text.encode("utf-8"), backup=True)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Manifest":
+        path = Path(path)
+        return cls.from_json(_read_json(path, "manifest"), path)
+
+
+@dataclass
+class JobStimulus:
+    """A stimulus a job definition names; matched to a media file by its file name stem."""
+
+    id: str
+    expected_duration_s: float | None = None
+
+
+@dataclass
+class JobGroup:
+    """A group of stimuli with a priority (1 runs first) and an optional target in hours.
+
+    With ``stimuli`` listed, files are matched by id anywhere under the media folder; without, every
+    media file in the folder ``<media>/<name>/`` belongs to the group.
+    """
+
+    name: str
+    priority: int
+    target_hours: float | None = None
+    description: str = ""
+    stimuli: list[JobStimulus] = field(default_factory=list)
+
+
+@dataclass
+class JobDefinition:
+    """What a job should cover (``manifests/*.json``): users start from one and build a manifest
+    from it for the media they have."""
+
+    name: str
+    description: str
+    job: str
+    chunk_s: float
+    groups: list[JobGroup]
+    format: Literal["tinytribe.jobdef"] = "tinytribe.jobdef"
+    format_version: int = JOBDEF_VERSION
+
+    @classmethod
+    def load(cls, path: str | Path) -> "JobDefinition":
+        path = Path(path)
+        data = _read_json(path, "job definition")
+        if data.get("format") != "tinytribe.jobdef":
+            raise FormatError(f"{path}: not a tinytribe job definition (format {data.get('format')!r})")
+        _check_version("job definition", data.get("format_version"), JOBDEF_VERSION, path)
+        return _build(cls, data, path)
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, to_dict(self))
+
+
+# --------------------------------------------------------------------------------------------------
+# Feature cache
+# --------------------------------------------------------------------------------------------------
+
+def _npz_bytes(arrays: dict[str, np.ndarray], meta: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta, allow_nan=False)), **arrays)
+    return buf.getvalue()
+
+
+def _read_npz(path: Path, kind: str) -> tuple[dict[str, np.ndarray], dict]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such {kind} file") from None
+    except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError, OSError ...
+        raise FormatError(f"{path}: unreadable {kind} file ({type(e).__name__}: {e})") from None
+    if "meta" not in arrays:
+        raise FormatError(f"{path}: not a tinytribe {kind} file (no 'meta' entry)")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{path}: its 'meta' entry is not valid JSON ({e.msg})") from None
+    return arrays, meta
+
+
+def _check_finite(name: str, a: np.ndarray, where: str) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        idx = np.argwhere(bad)[0].tolist()
+        raise FormatError(f"{where}: {name} has {int(bad.sum())} NaN/Inf values (first at index {idx})")
+
+
+@dataclass
+class FeatureCache:
+    """Backbone features of one stimulus on a regular grid.
+
+    Step ``i`` summarises stimulus time ``[t0_s + i / rate_hz, t0_s + (i + 1) / rate_hz)``. Every
+    modality has the same number of steps; ``masks[m][i]`` is False where modality ``m`` has no
+    content at step ``i`` (no audio track, silence before the first word, ...), and its features
+    there are zero.
+    """
+
+    stimulus_id: str
+    rate_hz: float
+    t0_s: float
+    features: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    backbones: dict[str, dict[str, Any]]
+    extraction: dict[str, Any]
+    source: str
+    source_sha256: str
+    provenance: dict[str, str] = field(default_factory=dict)
+    format_version: int = FEATURES_VERSION
+
+    def __post_init__(self) -> None:
+        where = f"features of {self.stimulus_id!r}"
+        if self.rate_hz <= 0:
+            raise FormatError(f"{where}: rate_hz must be > 0")
+        if set(self.features) != set(self.masks) or set(self.features) != set(self.backbones):
+            raise FormatError(f"{where}: features, masks and backbones must name the same modalities")
+        lengths = {m: a.shape[0] for m, a in self.features.items()}
+        if len(set(lengths.values())) > 1:
+            raise FormatError(f"{where}: modalities differ in length {lengths}")
+        for m, a in self.features.items():
+            if a.ndim != 2:
+                raise FormatError(f"{where}: {m} features must be (T, D), got shape {a.shape}")
+            self.features[m] = a.astype(np.float16, copy=False)
+            self.masks[m] = np.asarray(self.masks[m]).astype(bool, copy=False)
+            if self.masks[m].shape != (a.shape[0],):
+                raise FormatError(f"{where}: {m} mask must be ({a.shape[0]},), got {self.masks[m].shape}")
+            _check_finite(f"{m} features", self.features[m], where)
+
+    @property
+    def n_steps(self) -> int:
+        return next(iter(self.features.values())).shape[0]
+
+    def times(self) -> np.ndarray:
+        """Start time of each step, in stimulus seconds: ``(T,)`` float64."""
+        return self.t0_s + np.arange(self.n_steps) / self.rate_hz
+
+    def save(self, path: str | Path) -> Path:
+        arrays = {f"feat__{m}": a for m, a in self.features.items()}
+        arrays |= {f"mask__{m}": a.astype(np.uint8) for m, a in self.masks.items()}
+        meta = {k: v for k, v in to_dict(self).items() if k not in ("features", "masks")}
+        meta["format"] = "tinytribe.features"
+        return atomic_write_bytes(path, _npz_bytes(arrays, meta))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureCache":
+        path = Path(path)
+        arrays, meta = _read_npz(path, "feature cache")
+        if meta.pop("format", None) != "tinytribe.features":
+            raise FormatError(f"{path}: not a tinytribe feature cache")
+        _check_version("feature cache", meta.get("format_version"), FEATURES_VERSION, path)
+        mods = [k.split("__", 1)[1] for k in arrays if k.startswith("feat__")]
+        try:
+            return cls(features={m: arrays[f"feat__{m}"] for m in mods},
+                       masks={m: arrays[f"mask__{m}"] for m in mods}, **meta)
+        except KeyError as e:
+            raise FormatError(f"{path}: missing array {e}") from None
+        except TypeError as e:
+            raise FormatError(f"{path}: bad metadata ({e})") from None
+        except FormatError as e:
+            raise FormatError(f"{path}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Teacher cache
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class TeacherChunk:
+    """Teacher outputs for one chunk of one stimulus.
+
+    ``predictions[k]`` is the teacher's estimate of the BOLD response at stimulus time
+    ``bold_times_s[k]`` -- for TRIBE v2, the row made from the segment starting at ``t`` stands for
+    BOLD at ``t + hrf_offset_s`` (5 s). Activations have their own time stamps (2 Hz for TRIBE v2's
+    fusion transformer).
+    """
+
+    chunk_id: str
+    stimulus_id: str
+    source: str
+    start_s: float
+    end_s: float
+    space: str
+    predictions: np.ndarray
+    bold_times_s: np.ndarray
+    activations: dict[str, np.ndarray]
+    activation_times_s: dict[str, np.ndarray]
+    teacher: dict[str, str]
+    hrf_offset_s: float
+    provenance: dict[str, str] = field(default_factory=dict)
+    format_version: int = TEACHER_VERSION
+
+    def __post_init__(self) -> None:
+        where = f"teacher chunk {self.chunk_id!r}"
+        n_out = space_size(self.space)
+        p = self.predictions
+        if p.ndim != 2 or p.shape[1] != n_out:
+            raise FormatError(f"{where}: predictions must be (n, {n_out}) for {self.space}, got {p.shape}")
+        self.predictions = p.astype(np.float16, copy=False)
+        self.bold_times_s = np.asarray(self.bold_times_s, dtype=np.float64)
+        if self.bold_times_s.shape != (p.shape[0],):
+            raise FormatError(f"{where}: bold_times_s must be ({p.shape[0]},), got {self.bold_times_s.shape}")
+        if p.shape[0] > 1 and not np.all(np.diff(self.bold_times_s) > 0):
+            raise FormatError(f"{where}: bold_times_s must increase strictly")
+        _check_finite("predictions", self.predictions, where)
+        if set(self.activations) != set(self.activation_times_s):
+            raise FormatError(f"{where}: every activation needs its own times")
+        for name, a in self.activations.items():
+            self.activations[name] = a.astype(np.float16, copy=False)
+            t = self.activation_times_s[name] = np.asarray(self.activation_times_s[name], dtype=np.float64)
+            if a.ndim != 2 or t.shape != (a.shape[0],):
+                raise FormatError(f"{where}: activation {name} is {a.shape} with {t.shape} times")
+            _check_finite(f"activation {name}", self.activations[name], where)
+
+    def save(self, path: str | Path) -> Path:
+        arrays = {"predictions": self.predictions, "bold_times_s": self.bold_times_s}
+        arrays |= {f"act__{n}": a for n, a in self.activations.items()}
+        arrays |= {f"act_times__{n}": t for n, t in self.activation_times_s.items()}
+        skip = ("predictions", "bold_times_s", "activations", "activation_times_s")
+        meta = {k: v for k, v in to_dict(self).items() if k not in skip}
+        meta["format"] = "tinytribe.teacher"
+        return atomic_write_bytes(path, _npz_bytes(arrays, meta))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TeacherChunk":
+        path = Path(path)
+        arrays, meta = _read_npz(path, "teacher cache")
+        if meta.pop("format", None) != "tinytribe.teacher":
+            raise FormatError(f"{path}: not a tinytribe teacher chunk")
+        _check_version("teacher cache", meta.get("format_version"), TEACHER_VERSION, path)
+        names = [k.split("__", 1)[1] for k in arrays if k.startswith("act__")]
+        try:
+            return cls(predictions=arrays["predictions"], bold_times_s=arrays["bold_times_s"],
+                       activations={n: arrays[f"act__{n}"] for n in names},
+                       activation_times_s={n: arrays[f"act_times__{n}"] for n in names}, **meta)
+        except KeyError as e:
+            raise FormatError(f"{path}: missing array {e}") from None
+        except (TypeError, ValueError) as e:
+            raise FormatError(f"{path}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Study layout
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class StudyStimulus:
+    """A stimulus of a study; paths are relative to the study folder."""
+
+    duration_s: float
+    features: str
+    teacher: list[str] = field(default_factory=list)
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+
+
+@dataclass
+class StudyRun:
+    """One fMRI run: a subject watching a stimulus (``repeat`` counts presentations from 0).
+
+    BOLD sample times come from ``bold_times`` (an ``.npy`` of stimulus seconds) or, when it is
+    absent, from ``first_bold_s + k * tr_s``.
+    """
+
+    subject: str
+    stimulus: str
+    fmri: str
+    tr_s: float | None = None
+    first_bold_s: float | None = None
+    bold_times: str | None = None
+    repeat: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bold_times is None and (self.tr_s is None or self.first_bold_s is None):
+            raise ValueError(f"run {self.subject}/{self.stimulus}: give bold_times or both tr_s and first_bold_s")
+        if self.tr_s is not None and self.tr_s <= 0:
+            raise ValueError(f"run {self.subject}/{self.stimulus}: tr_s must be > 0")
+
+
+@dataclass
+class Study:
+    """A study folder: stimuli, subjects, fMRI runs, splits (``study.json``)."""
+
+    name: str
+    space: str
+    subjects: list[str]
+    stimuli: dict[str, StudyStimulus]
+    runs: list[StudyRun]
+    splits: dict[str, list[str]]
+    medial_wall: str | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
+    format: Literal["tinytribe.study"] = "tinytribe.study"
+    format_version: int = STUDY_VERSION
+
+    def __post_init__(self) -> None:
+        space_size(self.space)
+        for r in self.runs:
+            if r.subject not in self.subjects:
+                raise ValueError(f"run names unknown subject {r.subject!r}")
+            if r.stimulus not in self.stimuli:
+                raise ValueError(f"run names unknown stimulus {r.stimulus!r}")
+        for split, ids in self.splits.items():
+            missing = [s for s in ids if s not in self.stimuli]
+            if missing:
+                raise ValueError(f"split {split!r} names unknown stimulus {missing[0]!r}")
+
+    @property
+    def n_outputs(self) -> int:
+        return space_size(self.space)
+
+    def save(self, root: str | Path) -> Path:
+        return atomic_write_json(Path(root) / "study.json", to_dict(self))
+
+    @classmethod
+    def load(cls, root: str | Path) -> "Study":
+        path = Path(root) / "study.json"
+        data = _read_json(path, "study")
+        if data.get("format") != "tinytribe.study":
+            raise FormatError(f"{path}: not a tinytribe study (format {data.get('format')!r})")
+        _check_version("study", data.get("format_version"), STUDY_VERSION, path)
+        return _build(cls, data, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoint
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """Everything needed to rebuild a model and resume its training exactly.
+
+    ``config`` is the fully resolved model config (a checkpoint rebuilds its own model);
+    ``rng_state`` holds plain values and tensors only, so loading needs no pickle.
+    """
+
+    model_state: dict[str, Any]
+    config: dict[str, Any]
+    phase: str
+    step: int = 0
+    epoch: int = 0
+    data_position: dict[str, Any] = field(default_factory=dict)
+    optimizer_state: dict[str, Any] | None = None
+    scheduler_state: dict[str, Any] | None = None
+    rng_state: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+    format_version: int = CHECKPOINT_VERSION
+
+    def save(self, path: str | Path) -> Path:
+        import torch
+
+        payload = dict(to_dict_shallow(self), format="tinytribe.checkpoint")
+        return atomic_write(path, lambda f: torch.save(payload, f))
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str = "cpu") -> "Checkpoint":
+        import torch
+
+        path = Path(path)
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise FormatError(f"{path}: no such checkpoint") from None
+        except Exception as e:
+            raise FormatError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+        if not isinstance(payload, dict) or payload.pop("format", None) != "tinytribe.checkpoint":
+            raise FormatError(f"{path}: not a tinytribe checkpoint")
+        _check_version("checkpoint", payload.get("format_version"), CHECKPOINT_VERSION, path)
+        try:
+            return cls(**payload)
+        except TypeError as e:
+            raise FormatError(f"{path}: bad checkpoint fields ({e})") from None
+
+
+def to_dict_shallow(obj: Any) -> dict[str, Any]:
+    """Top-level fields of a dataclass, values untouched (tensors stay tensors)."""
+    return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
