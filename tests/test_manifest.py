@@ -1,0 +1,245 @@
+"""Manifests: building, leases, concurrent workers, retries, shards and merges."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import random
+
+import pytest
+
+from tinytribe import manifest as mf
+from tinytribe.formats import FormatError, Manifest
+from tinytribe.features.decode import MediaError
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def small_manifest(tmp_path, max_attempts=3):
+    m = mf.build_manifest(["vids/a.mp4", "vids/b.mkv"], job="teacher", chunk_s=150, max_attempts=max_attempts,
+                          durations={"vids/a.mp4": 400.0, "vids/b.mkv": 150.5})
+    path = tmp_path / "job.json"
+    m.save(path)
+    return path
+
+
+def test_chunk_windows_cover_the_stimulus():
+    assert mf.chunk_windows(400, 150) == [(0, 150), (150, 300), (300, 400)]
+    assert mf.chunk_windows(150.5, 150) == [(0, 150.5)]  # a 0.5 s tail joins the last window
+    assert mf.chunk_windows(10, 150) == [(0, 10)]
+    with pytest.raises(ValueError):
+        mf.chunk_windows(10, 0)
+
+
+def test_build_ids_carry_start_seconds(tmp_path):
+    m = Manifest.load(small_manifest(tmp_path))
+    assert [it.id for it in m.items] == ["a_000000", "a_000150", "a_000300", "b_000000"]
+    assert m.items[2].end_s == 400.0 and m.items[3].end_s == 150.5
+    assert all(it.status == "pending" and it.attempts == 0 for it in m.items)
+    assert m.created_by["tinytribe_version"]
+
+
+def test_build_from_real_media(media_dir):
+    m = mf.build_manifest(sorted(media_dir.iterdir()), job="probe", chunk_s=10, relative_to=media_dir)
+    by_source = {}
+    for it in m.items:
+        by_source.setdefault(it.source, []).append(it)
+    assert set(by_source) == {"astronaut_tour.mp4", "coffee_still.mp4", "north_wind_story.mp3"}
+    assert by_source["astronaut_tour.mp4"][-1].end_s == pytest.approx(24.0, abs=0.1)
+    assert by_source["north_wind_story.mp3"][-1].end_s == pytest.approx(16.0, abs=0.2)
+
+
+def test_build_names_the_unreadable_file(tmp_path, media_dir):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(MediaError, match="broken.mp4"):
+        mf.build_manifest([bad], job="probe", chunk_s=10)
+    skipped = []
+    m = mf.build_manifest([bad, media_dir / "coffee_still.mp4"], job="probe", chunk_s=10,
+                          on_error=lambda s, e: skipped.append(str(e)))
+    assert len(skipped) == 1 and "broken.mp4" in skipped[0] and len(m.items) == 2
+
+
+def test_claim_lease_and_expiry(tmp_path):
+    path = small_manifest(tmp_path)
+    clock = FakeClock()
+    a = mf.claim_next(path, worker="A", lease_s=60, now=clock)
+    b = mf.claim_next(path, worker="B", lease_s=60, now=clock)
+    assert a.id != b.id  # a live lease is never handed to a second worker
+    clock.t += 61  # A and B died: their leases expire
+    again = [mf.claim_next(path, worker="C", lease_s=60, now=clock).id for _ in range(4)]
+    assert sorted(again) == sorted(it.id for it in Manifest.load(path).items)
+    assert mf.claim_next(path, worker="C", now=clock) is None
+    with pytest.raises(RuntimeError, match="not held by"):
+        mf.complete(path, a.id, worker="A")  # A's lease was taken over
+
+
+def test_retries_then_failed(tmp_path):
+    path = small_manifest(tmp_path, max_attempts=2)
+    it = mf.claim_next(path, worker="W")
+    assert mf.fail(path, it.id, worker="W", error="RuntimeError: boom\nstack...").status == "pending"
+    again = mf.claim_next(path, worker="W")
+    assert again.id == it.id
+    final = mf.fail(path, it.id, worker="W", error="RuntimeError: boom again")
+    assert final.status == "failed" and final.attempts == 2 and final.last_error == "RuntimeError: boom again"
+    s = mf.summarize(Manifest.load(path))
+    assert (s.failed, s.pending) == (1, 3)
+    assert mf.retry_failed(path) == 1
+    assert Manifest.load(path).item(it.id).status == "pending"
+
+
+def _worker(path: str, name: str, out: "mp.Queue") -> None:
+    done = []
+    while (it := mf.claim_next(path, worker=name, lease_s=30)) is not None:
+        done.append(it.id)
+        mf.complete(path, it.id, worker=name, output=f"{it.id}.npz", seconds=0.0)
+    out.put((name, done))
+
+
+def test_two_concurrent_workers_process_each_item_once(tmp_path):
+    m = mf.build_manifest([f"v{i}.mp4" for i in range(6)], job="features", chunk_s=10,
+                          durations={f"v{i}.mp4": 95.0 for i in range(6)})
+    path = tmp_path / "m.json"
+    m.save(path)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(str(path), n, q)) for n in ("w1", "w2")]
+    for p in procs:
+        p.start()
+    results = dict(q.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    claimed = results["w1"] + results["w2"]
+    assert sorted(claimed) == sorted(it.id for it in m.items)  # every item once, none twice
+    assert results["w1"] and results["w2"], "both workers should have had work"
+    final = Manifest.load(path)
+    assert all(it.status == "done" and it.attempts == 1 for it in final.items)
+
+
+def test_shard_is_a_partition_and_stable(tmp_path):
+    m = Manifest.load(small_manifest(tmp_path))
+    shards = mf.shard(m, 3)
+    ids = [it.id for s in shards for it in s.items]
+    assert sorted(ids) == sorted(it.id for it in m.items)
+    assert [s.shard_index for s in shards] == [0, 1, 2] and all(s.shard_count == 3 for s in shards)
+    assert [[i.id for i in s.items] for s in mf.shard(m, 3)] == [[i.id for i in s.items] for s in shards]
+    bigger = mf.build_manifest(["vids/a.mp4", "vids/b.mkv", "vids/c.mp4"], job="teacher", chunk_s=150,
+                               durations={"vids/a.mp4": 400.0, "vids/b.mkv": 150.5, "vids/c.mp4": 900})
+    for s_old, s_new in zip(shards, mf.shard(bigger, 3)):  # adding media never moves old items
+        assert {i.id for i in s_old.items} <= {i.id for i in s_new.items}
+
+
+def test_merge_never_undoes_done(tmp_path):
+    m = Manifest.load(small_manifest(tmp_path))
+    rng = random.Random(1)
+    for trial in range(20):
+        copies = [Manifest.from_json(json.loads(json.dumps(m.to_json()))) for _ in range(3)]
+        done_somewhere = set()
+        for c in copies:
+            for it in c.items:
+                it.status = rng.choice(["pending", "running", "done", "failed"])
+                it.attempts = rng.randint(0, 3)
+                if it.status == "done":
+                    done_somewhere.add(it.id)
+        merged = mf.merge(*copies)
+        assert {it.id for it in merged.items if it.status == "done"} == done_somewhere
+        assert [it.id for it in merged.items] == sorted(it.id for it in m.items)
+
+
+def test_merge_files_of_shards(tmp_path):
+    path = small_manifest(tmp_path)
+    shards = mf.shard(Manifest.load(path), 2)
+    paths = []
+    for s in shards:
+        p = tmp_path / f"s{s.shard_index}.json"
+        s.save(p)
+        while (it := mf.claim_next(p, worker="k")) is not None:
+            mf.complete(p, it.id, worker="k")
+        paths.append(p)
+    merged = mf.merge_files(path, paths)
+    assert mf.summarize(merged).done == 4 and Manifest.load(path).shard_count == 1
+    other = mf.build_manifest(["x.mp4"], job="features", chunk_s=150, durations={"x.mp4": 10})
+    with pytest.raises(ValueError, match="cannot merge"):
+        mf.merge(merged, other)
+
+
+def test_summary_hours(tmp_path):
+    path = small_manifest(tmp_path)
+    it = mf.claim_next(path, worker="W")
+    mf.complete(path, it.id, worker="W", seconds=12.0)
+    s = mf.summarize(Manifest.load(path))
+    assert (s.total, s.done, s.pending) == (4, 1, 3)
+    assert s.hours_done == pytest.approx(150 / 3600)
+    assert s.hours_left == pytest.approx((400 - 150 + 150.5) / 3600)
+    assert s.mean_item_s == 12.0
+    assert "1/4 done" in s.line()
+
+
+def test_corrupt_manifest_is_named_and_backup_kept(tmp_path):
+    path = small_manifest(tmp_path)
+    it = mf.claim_next(path, worker="W")  # second save: the first version is now the .bak
+    mf.complete(path, it.id, worker="W")
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])  # torn by something outside tinytribe
+    with pytest.raises(FormatError, match=r"job\.json: not valid JSON .*job\.json\.bak"):
+        Manifest.load(path)
+    with pytest.raises(FormatError):
+        mf.load_or_build(path, lambda: pytest.fail("must not rebuild over an unreadable manifest"))
+    assert Manifest.load(tmp_path / "job.json.bak").items  # the backup is a valid manifest
+
+
+def test_unknown_version_and_keys_refused(tmp_path):
+    path = small_manifest(tmp_path)
+    data = json.loads(path.read_text())
+    data["format_version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(FormatError, match="format_version 99 is not supported"):
+        Manifest.load(path)
+    data["format_version"] = 1
+    data["items"][0]["colour"] = "red"
+    path.write_text(json.dumps(data))
+    with pytest.raises(FormatError, match="unknown key 'colour'"):
+        Manifest.load(path)
+    data["items"][0].pop("colour")
+    data["items"][0]["status"] = "finished"
+    path.write_text(json.dumps(data))
+    with pytest.raises(FormatError, match="'finished' is not one of"):
+        Manifest.load(path)
+
+
+def test_build_from_definition(tmp_path, media_dir, repo):
+    import shutil
+
+    from tinytribe.formats import JobDefinition, JobGroup, JobStimulus
+
+    media = tmp_path / "media"
+    (media / "lecture").mkdir(parents=True)
+    (media / "sports").mkdir()
+    shutil.copy(media_dir / "north_wind_story.mp3", media / "lecture")
+    shutil.copy(media_dir / "astronaut_tour.mp4", media / "sports")
+    shutil.copy(media_dir / "coffee_still.mp4", media)
+    defn = JobDefinition(name="t", description="", job="teacher", chunk_s=10.0, groups=[
+        JobGroup(name="sports", priority=2, target_hours=1.0),
+        JobGroup(name="lecture", priority=1, target_hours=2.0),
+        JobGroup(name="listed", priority=3, stimuli=[JobStimulus("coffee_still", 60.0), JobStimulus("absent", 5.0)])])
+    m, cov = mf.build_from_definition(defn, media)
+    assert [it.id for it in m.items] == ["north_wind_story_000000", "north_wind_story_000010",  # priority 1 first
+                                         "astronaut_tour_000000", "astronaut_tour_000010", "astronaut_tour_000020",
+                                         "coffee_still_000000", "coffee_still_000010"]
+    assert [c.group for c in cov] == ["lecture", "sports", "listed"]
+    assert cov[2].missing == ("absent",) and cov[2].off_duration == ("coffee_still",)  # 12 s, not 60 s
+    assert cov[1].hours == pytest.approx(24 / 3600, rel=0.01) and "of 1 h target" in cov[1].line()
+    for name in ("diverse_video_15h", "cneuromod_friends_s1_s7"):  # the shipped definitions load
+        d = JobDefinition.load(repo / "manifests" / f"{name}.json")
+        assert d.job == "teacher" and d.groups
+    friends = JobDefinition.load(repo / "manifests" / "cneuromod_friends_s1_s7.json")
+    ids = [s.id for g in friends.groups for s in g.stimuli]
+    assert len(ids) == len(set(ids)) == 340 and ids[0] == "friends_s01e01a" and ids[-1] == "friends_s07e24b"
+    diverse = JobDefinition.load(repo / "manifests" / "diverse_video_15h.json")
+    assert len(diverse.groups) == 9 and sum(g.target_hours for g in diverse.groups) == 15.0

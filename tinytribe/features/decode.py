@@ -1,0 +1,144 @@
+"""Media probing and streamed decoding with PyAV (which bundles FFmpeg).
+
+Nothing here loads a whole file: frames and audio are decoded packet by packet between a start and
+an end time, and only the frames that are kept are converted to arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MEDIA_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".wav", ".flac", ".mp3", ".ogg", ".m4a"}
+
+
+class MediaError(ValueError):
+    """A media file cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a media file holds. ``duration_s`` is the longest stream's duration."""
+
+    path: str
+    duration_s: float
+    has_video: bool
+    has_audio: bool
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    sample_rate: int | None = None
+
+
+def _open(path: Path):
+    import av
+
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder, not a media file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file")
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as e:
+        raise MediaError(f"{path}: not a readable media file ({e.__class__.__name__}: {e})") from None
+
+
+def _stream_duration(stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return None
+
+
+def probe_media(path: str | Path) -> MediaInfo:
+    """Read a file's duration and streams without decoding it.
+
+    Raises:
+        MediaError: the file is missing, empty, not media, or its duration cannot be read.
+    """
+    path = Path(path)
+    with _open(path) as c:
+        v = c.streams.video[0] if c.streams.video else None
+        a = c.streams.audio[0] if c.streams.audio else None
+        if v is None and a is None:
+            raise MediaError(f"{path}: has neither a video nor an audio stream")
+        durations = [d for d in (_stream_duration(s) for s in (v, a) if s is not None) if d]
+        if not durations and c.duration is not None:
+            durations = [c.duration / 1_000_000]  # container duration is in microseconds
+        if not durations or max(durations) <= 0:
+            raise MediaError(f"{path}: duration cannot be read (no stream or container duration)")
+        return MediaInfo(
+            path=str(path), duration_s=max(durations), has_video=v is not None, has_audio=a is not None,
+            fps=float(v.average_rate) if v is not None and v.average_rate else None,
+            width=v.codec_context.width if v is not None else None,
+            height=v.codec_context.height if v is not None else None,
+            sample_rate=a.codec_context.sample_rate if a is not None else None,
+        )
+
+
+def frame_luminance(path: str | Path, start_s: float, end_s: float, rate_hz: float = 2.0) -> np.ndarray:
+    """Mean luminance (0-1) of one frame per ``1/rate_hz`` step in ``[start_s, end_s)``.
+
+    The frame kept for step ``i`` is the first one at or after ``start_s + i / rate_hz``; other frames
+    are decoded (codecs require it) but never converted. Steps with no frame hold NaN.
+
+    Returns:
+        ``(n_steps,)`` float32.
+    """
+    path = Path(path)
+    n = int(round((end_s - start_s) * rate_hz))
+    out = np.full(n, np.nan, dtype=np.float32)
+    with _open(path) as c:
+        if not c.streams.video:
+            return out
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        c.seek(max(int(start_s * 1_000_000) - 1_000_000, 0), any_frame=False)  # seek to a keyframe before start
+        for frame in c.decode(stream):
+            if frame.time is None:
+                continue
+            step = int(np.ceil((frame.time - start_s) * rate_hz - 1e-6))
+            if frame.time >= end_s or step >= n:
+                break
+            if step < 0 or not np.isnan(out[step]):
+                continue
+            out[step] = frame.to_ndarray(format="gray").mean() / 255.0
+    return out
+
+
+def audio_rms(path: str | Path, start_s: float, end_s: float, rate_hz: float = 2.0,
+              sample_rate: int = 16_000) -> np.ndarray:
+    """Root-mean-square level of the mono 16 kHz audio in each ``1/rate_hz`` step of ``[start_s, end_s)``.
+
+    Returns:
+        ``(n_steps,)`` float32; NaN where the file has no audio there.
+    """
+    import av
+
+    path = Path(path)
+    n = int(round((end_s - start_s) * rate_hz))
+    sums = np.zeros(n, dtype=np.float64)
+    counts = np.zeros(n, dtype=np.int64)
+    with _open(path) as c:
+        if not c.streams.audio:
+            return np.full(n, np.nan, dtype=np.float32)
+        stream = c.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        c.seek(max(int(start_s * 1_000_000) - 1_000_000, 0), any_frame=False)
+        for frame in c.decode(stream):
+            if frame.time is None:
+                continue
+            if frame.time >= end_s:
+                break
+            for rf in resampler.resample(frame):
+                x = rf.to_ndarray().reshape(-1).astype(np.float64)
+                t = rf.time + np.arange(x.size) / sample_rate
+                step = np.floor((t - start_s) * rate_hz).astype(np.int64)
+                keep = (step >= 0) & (step < n)
+                np.add.at(sums, step[keep], x[keep] ** 2)
+                np.add.at(counts, step[keep], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.sqrt(sums / np.maximum(counts, 1)), np.nan).astype(np.float32)

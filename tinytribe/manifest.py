@@ -1,0 +1,380 @@
+"""Resumable job manifests: build, claim under a lease, finish, retry, shard, merge, summarise.
+
+A manifest (format in ``docs/FORMATS.md``) is one JSON file per job shard. Every change goes
+through :func:`update`, which holds an exclusive lock on ``<manifest>.lock`` while it reads, changes
+and atomically rewrites the file, so several worker processes on one machine can share a shard and a
+process killed at any instant leaves a valid file. Collaborators on different machines (one Kaggle
+account each) work on different shards and :func:`merge` the results.
+
+Item ids carry their start time in whole seconds: ``<source stem>_<start:06d>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tinytribe.formats import FormatError, JobDefinition, Manifest, ManifestItem
+from tinytribe.provenance import provenance
+
+
+def default_worker() -> str:
+    """``host:pid``, unique among live workers."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def item_id(source: str | Path, start_s: float) -> str:
+    """``<stem>_<start in whole seconds, 6 digits>``, e.g. ``friends_s01e01_000150``."""
+    return f"{Path(source).stem}_{int(math.floor(start_s)):06d}"
+
+
+def chunk_windows(duration_s: float, chunk_s: float, min_last_s: float = 1.0) -> list[tuple[float, float]]:
+    """Split ``[0, duration_s)`` into windows of ``chunk_s``; a last piece shorter than
+    ``min_last_s`` joins the window before it, so no stimulus time is dropped."""
+    if chunk_s <= 0:
+        raise ValueError(f"chunk_s must be > 0, got {chunk_s}")
+    starts = [i * chunk_s for i in range(max(1, math.ceil(duration_s / chunk_s - 1e-9)))]
+    windows = [(s, min(s + chunk_s, duration_s)) for s in starts]
+    if len(windows) > 1 and windows[-1][1] - windows[-1][0] < min_last_s:
+        last = windows.pop()
+        windows[-1] = (windows[-1][0], last[1])
+    return windows
+
+
+def build_manifest(sources: Iterable[str | Path], *, job: str, chunk_s: float, max_attempts: int = 3,
+                   durations: dict[str, float] | None = None, relative_to: str | Path | None = None,
+                   on_error: Callable[[str, Exception], None] | None = None) -> Manifest:
+    """A manifest with one ``pending`` item per ``chunk_s`` window of each source.
+
+    Args:
+        sources: media paths (or ids, when ``durations`` gives their lengths).
+        job: what the job does, e.g. ``"teacher"`` or ``"features"``.
+        chunk_s: window length in seconds of stimulus time.
+        durations: known durations by source; other sources are probed with PyAV.
+        relative_to: store source paths relative to this folder (portable across machines).
+        on_error: called with (source, error) for a source whose duration cannot be read; it is
+            then left out. Without it the error propagates.
+    """
+    from tinytribe.features.decode import probe_media
+
+    items: list[ManifestItem] = []
+    seen: dict[str, str] = {}
+    for src in sorted(str(s) for s in sources):
+        try:
+            duration = (durations or {}).get(src)
+            if duration is None:
+                duration = probe_media(src).duration_s
+        except Exception as e:
+            if on_error is None:
+                raise
+            on_error(src, e)
+            continue
+        stem = Path(src).stem
+        if stem in seen:
+            raise ValueError(f"{src}: same name as {seen[stem]}; item ids would collide (rename one)")
+        seen[stem] = src
+        stored = os.path.relpath(src, relative_to) if relative_to is not None else src
+        for start, end in chunk_windows(duration, chunk_s):
+            items.append(ManifestItem(id=item_id(src, start), source=stored, start_s=round(start, 3),
+                                      end_s=round(end, 3)))
+    return Manifest(job=job, chunk_s=chunk_s, items=items, max_attempts=max_attempts, created_by=provenance())
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of a job definition's group the media folder holds."""
+
+    group: str
+    priority: int
+    files: int
+    hours: float
+    target_hours: float | None
+    missing: tuple[str, ...]
+    off_duration: tuple[str, ...]  # ids whose duration differs from the expected by more than 20 %
+
+    def line(self) -> str:
+        target = f" of {self.target_hours:g} h target" if self.target_hours else ""
+        miss = f", {len(self.missing)} listed stimuli missing" if self.missing else ""
+        off = f", {len(self.off_duration)} with unexpected duration" if self.off_duration else ""
+        return f"[{self.priority}] {self.group}: {self.files} files, {self.hours:.2f} h{target}{miss}{off}"
+
+
+def build_from_definition(defn: JobDefinition, media_root: str | Path, *, max_attempts: int = 3,
+                          on_error: Callable[[str, Exception], None] | None = None
+                          ) -> tuple[Manifest, list[Coverage]]:
+    """A manifest for the media under ``media_root`` that a job definition asks for.
+
+    Items are ordered by group priority, so workers claim the most important stimuli first. Returns
+    the manifest and, per group, what was found against the definition's target.
+    """
+    from tinytribe.features.decode import MEDIA_SUFFIXES
+
+    media_root = Path(media_root)
+    all_media = {p.stem: p for p in sorted(media_root.rglob("*")) if p.suffix.lower() in MEDIA_SUFFIXES}
+    items: list[ManifestItem] = []
+    coverage = []
+    for group in sorted(defn.groups, key=lambda g: g.priority):
+        if group.stimuli:
+            wanted = {s.id: s for s in group.stimuli}
+            files = [all_media[i] for i in wanted if i in all_media]
+            missing = tuple(i for i in wanted if i not in all_media)
+        else:
+            folder = media_root / group.name
+            files = sorted(p for p in folder.glob("*") if p.suffix.lower() in MEDIA_SUFFIXES) if folder.is_dir() else []
+            wanted, missing = {}, ()
+        sub = build_manifest(files, job=defn.job, chunk_s=defn.chunk_s, relative_to=media_root, on_error=on_error)
+        durations: dict[str, float] = {}
+        for it in sub.items:
+            durations[Path(it.source).stem] = max(durations.get(Path(it.source).stem, 0.0), it.end_s)
+        off = tuple(i for i, d in durations.items() if i in wanted and wanted[i].expected_duration_s
+                    and abs(d - wanted[i].expected_duration_s) > 0.2 * wanted[i].expected_duration_s)
+        taken = {it.id for it in items}
+        clash = next((it.id for it in sub.items if it.id in taken), None)
+        if clash:
+            raise ValueError(f"{media_root}: item {clash!r} appears in two groups; file names must be unique")
+        items.extend(sub.items)
+        coverage.append(Coverage(group=group.name, priority=group.priority, files=len(durations),
+                                 hours=sum(durations.values()) / 3600, target_hours=group.target_hours,
+                                 missing=missing, off_duration=off))
+    m = Manifest(job=defn.job, chunk_s=defn.chunk_s, items=items, max_attempts=max_attempts, created_by=provenance())
+    return m, coverage
+
+
+# --------------------------------------------------------------------------------------------------
+# Locked updates
+# --------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``<path>.lock`` (POSIX ``flock``)."""
+    lock_path = Path(str(path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def update(path: str | Path) -> Iterator[Manifest]:
+    """Lock, load, let the caller change the manifest, then save it atomically."""
+    with locked(path):
+        m = Manifest.load(path)
+        yield m
+        m.save(path)
+
+
+def _expire_leases(m: Manifest, now: float) -> None:
+    for it in m.items:
+        if it.status == "running" and (it.lease_until is None or it.lease_until < now):
+            it.status, it.worker, it.lease_until = "pending", None, None
+
+
+def claim_next(path: str | Path, *, worker: str | None = None, lease_s: float = 3600.0,
+               now: Callable[[], float] = time.time) -> ManifestItem | None:
+    """Hand the next ``pending`` item to ``worker`` under a lease of ``lease_s`` seconds.
+
+    An item ``running`` under a live lease is never handed out; one whose lease has expired (its
+    worker died) returns to ``pending`` first. Returns None when nothing is left to claim.
+    """
+    worker = worker or default_worker()
+    with update(path) as m:
+        t = now()
+        _expire_leases(m, t)
+        for it in m.items:
+            if it.status == "pending":
+                it.status, it.worker, it.lease_until = "running", worker, t + lease_s
+                it.timings["claimed_at"] = t
+                return replace(it, timings=dict(it.timings))
+    return None
+
+
+def _owned(m: Manifest, item_id: str, worker: str) -> ManifestItem:
+    it = m.item(item_id)
+    if it.status != "running" or it.worker != worker:
+        raise RuntimeError(f"item {item_id!r} is not held by {worker!r} (status {it.status}, worker {it.worker})")
+    return it
+
+
+def renew_lease(path: str | Path, item_id: str, *, worker: str, lease_s: float,
+                now: Callable[[], float] = time.time) -> None:
+    """Extend a held lease (call it from long items)."""
+    with update(path) as m:
+        _owned(m, item_id, worker).lease_until = now() + lease_s
+
+
+def complete(path: str | Path, item_id: str, *, worker: str, output: str | None = None,
+             output_sha256: str | None = None, seconds: float | None = None,
+             now: Callable[[], float] = time.time) -> None:
+    """Mark a held item ``done`` with its output path, hash and time taken."""
+    with update(path) as m:
+        it = _owned(m, item_id, worker)
+        it.status, it.worker, it.lease_until, it.last_error = "done", None, None, None
+        it.output, it.output_sha256 = output, output_sha256
+        it.attempts += 1
+        it.timings["finished_at"] = now()
+        if seconds is not None:
+            it.timings["seconds"] = round(seconds, 4)
+
+
+def fail(path: str | Path, item_id: str, *, worker: str, error: str,
+         now: Callable[[], float] = time.time) -> ManifestItem:
+    """Record a failed attempt: back to ``pending`` while attempts remain, else ``failed``."""
+    with update(path) as m:
+        it = _owned(m, item_id, worker)
+        it.attempts += 1
+        it.last_error = error.splitlines()[0][:500] if error else "unknown error"
+        it.worker, it.lease_until = None, None
+        it.status = "failed" if it.attempts >= m.max_attempts else "pending"
+        it.timings["failed_at"] = now()
+        return replace(it)
+
+
+def release(path: str | Path, item_id: str, *, worker: str) -> None:
+    """Give a held item back unfinished (e.g. on Ctrl-C), without counting an attempt."""
+    with update(path) as m:
+        it = _owned(m, item_id, worker)
+        it.status, it.worker, it.lease_until = "pending", None, None
+
+
+def retry_failed(path: str | Path) -> int:
+    """Return every ``failed`` item to ``pending`` with its attempts reset; returns how many."""
+    with update(path) as m:
+        failed = [it for it in m.items if it.status == "failed"]
+        for it in failed:
+            it.status, it.attempts = "pending", 0
+        return len(failed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sharding and merging
+# --------------------------------------------------------------------------------------------------
+
+def shard_of(item_id: str, n: int) -> int:
+    """Which of ``n`` shards an item belongs to: a hash of its id, so it is stable when items are
+    added or removed and the same on every machine."""
+    return int.from_bytes(hashlib.sha256(item_id.encode()).digest()[:8], "big") % n
+
+
+def shard(m: Manifest, n: int) -> list[Manifest]:
+    """Split a manifest into ``n`` shards (``shard i of n``), every item in exactly one."""
+    if n < 1:
+        raise ValueError(f"need at least one shard, got {n}")
+    buckets: list[list[ManifestItem]] = [[] for _ in range(n)]
+    for it in m.items:
+        buckets[shard_of(it.id, n)].append(replace(it, timings=dict(it.timings)))
+    return [replace(m, items=b, shard_index=i, shard_count=n) for i, b in enumerate(buckets)]
+
+
+_RANK = {"done": 3, "failed": 2, "running": 1, "pending": 0}
+
+
+def _newer(a: ManifestItem, b: ManifestItem) -> ManifestItem:
+    """The item state to keep when two copies of one item disagree. ``done`` always wins; among
+    the rest, more attempts means more recent history, then the higher-ranked status."""
+    if a.status == "done" or b.status == "done":
+        return a if a.status == "done" else b
+    return max((a, b), key=lambda it: (it.attempts, _RANK[it.status]))
+
+
+def merge(*manifests: Manifest) -> Manifest:
+    """Merge shards (or two copies of one shard) into one manifest.
+
+    An item ``done`` in any input is ``done`` in the output: a merge never loses finished work.
+    The inputs must describe the same job with the same chunking.
+    """
+    if not manifests:
+        raise ValueError("nothing to merge")
+    first = manifests[0]
+    for m in manifests[1:]:
+        if (m.job, m.chunk_s) != (first.job, first.chunk_s):
+            raise ValueError(f"cannot merge job {m.job!r}/{m.chunk_s}s into {first.job!r}/{first.chunk_s}s")
+    by_id: dict[str, ManifestItem] = {}
+    for m in manifests:
+        for it in m.items:
+            if it.id in by_id and (by_id[it.id].source, by_id[it.id].start_s) != (it.source, it.start_s):
+                raise ValueError(f"item {it.id!r} names different windows in the inputs")
+            by_id[it.id] = _newer(by_id[it.id], it) if it.id in by_id else it
+    items = [replace(it, timings=dict(it.timings)) for it in sorted(by_id.values(), key=lambda i: i.id)]
+    return replace(first, items=items, shard_index=0, shard_count=1)
+
+
+def merge_files(out: str | Path, inputs: Iterable[str | Path]) -> Manifest:
+    """Merge manifest files into ``out`` (which may be one of the inputs), under ``out``'s lock."""
+    with locked(out):
+        loaded = [Manifest.load(p) for p in inputs]
+        if Path(out).exists():
+            loaded.append(Manifest.load(out))
+        merged = merge(*loaded)
+        merged.save(out)
+    return merged
+
+
+# --------------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts by status and hours of stimulus time done and left."""
+
+    total: int
+    done: int
+    pending: int
+    running: int
+    failed: int
+    hours_done: float
+    hours_left: float
+    mean_item_s: float | None
+
+    def line(self) -> str:
+        speed = f", {self.mean_item_s:.2f} s/item" if self.mean_item_s else ""
+        return (f"{self.done}/{self.total} done, {self.pending} pending, {self.running} running, "
+                f"{self.failed} failed; {_hours(self.hours_done)} of media done, {_hours(self.hours_left)} left{speed}")
+
+
+def _hours(h: float) -> str:
+    return f"{h:.2f} h" if h >= 1 else f"{h * 60:.1f} min"
+
+
+def summarize(m: Manifest) -> Summary:
+    count = {s: 0 for s in _RANK}
+    for it in m.items:
+        count[it.status] += 1
+    secs = [it.timings["seconds"] for it in m.items if it.status == "done" and "seconds" in it.timings]
+    return Summary(
+        total=len(m.items), done=count["done"], pending=count["pending"], running=count["running"],
+        failed=count["failed"],
+        hours_done=sum(it.duration_s for it in m.items if it.status == "done") / 3600,
+        hours_left=sum(it.duration_s for it in m.items if it.status in ("pending", "running")) / 3600,
+        mean_item_s=sum(secs) / len(secs) if secs else None,
+    )
+
+
+def load_or_build(path: str | Path, build: Callable[[], Manifest]) -> Manifest:
+    """Load the manifest at ``path``; build and save it first if there is none.
+
+    A manifest that exists but cannot be read is never rebuilt over: the error stands.
+    """
+    path = Path(path)
+    with locked(path):
+        if not path.exists():
+            build().save(path)
+        return Manifest.load(path)
+
+
+__all__ = [
+    "Coverage", "FormatError", "Manifest", "ManifestItem", "Summary", "build_from_definition", "build_manifest", "chunk_windows", "claim_next",
+    "complete", "fail", "item_id", "load_or_build", "locked", "merge", "merge_files", "release",
+    "renew_lease", "retry_failed", "shard", "shard_of", "summarize", "update",
+]
