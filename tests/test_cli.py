@@ -1,0 +1,45 @@
+"""The CLI is a thin shell: main(argv) calls library functions; errors are one line and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tinytribe.cli import main
+from tinytribe.formats import Manifest
+
+
+def test_build_summary_shard_merge(tmp_path, media_dir, capsys):
+    out = tmp_path / "m.json"
+    assert main(["manifest", "build", "--job", "probe", "--chunk-s", "5", "--out", str(out),
+                 "--relative-to", str(media_dir), *map(str, sorted(media_dir.iterdir()))]) == 0
+    m = Manifest.load(out)
+    assert len(m.items) == 5 + 3 + 4 and m.items[0].source == "astronaut_tour.mp4"
+    assert main(["manifest", "build", "--job", "probe", "--out", str(out), str(media_dir / "coffee_still.mp4")]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["manifest", "shard", str(out), "--shards", "2", "--out-dir", str(tmp_path / "sh")]) == 0
+    shards = sorted((tmp_path / "sh").glob("*.json"))
+    assert [p.name for p in shards] == ["m.shard0of2.json", "m.shard1of2.json"]
+    assert main(["manifest", "merge", str(tmp_path / "merged.json"), *map(str, shards)]) == 0
+    assert len(Manifest.load(tmp_path / "merged.json").items) == 12
+    capsys.readouterr()
+    assert main(["manifest", "summary", str(out)]) == 0
+    assert "0/12 done, 12 pending" in capsys.readouterr().out
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    assert main(["manifest", "summary", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.json: not valid JSON" in err
+    assert main(["manifest", "build", "--job", "x", "--out", str(tmp_path / "o.json"), str(tmp_path / "nope.mp4")]) == 2
+    assert "nope.mp4: no such file" in capsys.readouterr().err
+
+
+def test_plan_and_module_entry_point(capsys):
+    assert main(["plan", "--hours", "15"]) == 0
+    out = capsys.readouterr().out
+    assert "kaggle (1 account)" in out and "storage (fp16)" in out
+    r = subprocess.run([sys.executable, "-m", "tinytribe", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "manifest" in r.stdout

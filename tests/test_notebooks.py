@@ -1,0 +1,69 @@
+"""Notebooks: every .py/.ipynb pair is in sync, and each notebook runs under papermill on small
+parameters (a CPU smoke run of what runs for 9 hours on Kaggle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tinytribe import manifest as mf
+from tinytribe._io import sha256_file
+from tinytribe.cli import run_notebook
+from tinytribe.formats import Manifest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pair_in_sync(py):
+    import jupytext
+
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `jupytext --sync {py}`"
+    assert _cells(jupytext.read(py)) == _cells(jupytext.read(ipynb)), \
+        f"{py.name} and {ipynb.name} differ: run `jupytext --sync {py}`"
+    params = [c for c in jupytext.read(py).cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, f"{py.name}: needs exactly one cell tagged 'parameters' for papermill"
+
+
+def _text_outputs(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    out = []
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            out.append("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", "")))
+    return "\n".join(out)
+
+
+def _has_png(path: Path) -> bool:
+    nb = json.loads(path.read_text())
+    return any("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+@pytest.mark.notebook
+def test_setup_notebook_stops_on_budget_then_resumes(tmp_path):
+    run = tmp_path / "run"
+    first = run_notebook("00_setup_and_plan", tmp_path / "exec1",
+                         {"run_dir": str(run), "chunk_s": 4.0, "session_limit_s": 0.1}, cwd=tmp_path)
+    s1 = mf.summarize(Manifest.load(run / "manifest.json"))
+    assert s1.total == 6 + 3 + 4 and s1.pending > 0 and s1.failed == 0
+    assert "stopped on the session budget" in _text_outputs(first)
+
+    second = run_notebook("00_setup_and_plan", tmp_path / "exec2", {"run_dir": str(run), "chunk_s": 4.0},
+                          cwd=tmp_path)
+    m = Manifest.load(run / "manifest.json")
+    assert mf.summarize(m).done == s1.total
+    for it in m.items:  # every output exists and is the file the manifest vouches for
+        assert sha256_file(run / it.output) == it.output_sha256
+    text = _text_outputs(second)
+    assert "finished:" in text and "nothing left to claim" in text
+    assert "quota this week for 'default' on local" in text and "kaggle (1 account)" in text
+    assert _has_png(second), "the media figure is missing"
+    ledger = json.loads((run / "quota_ledger.json").read_text())
+    assert len(ledger["sessions"]) == 2

@@ -1,0 +1,177 @@
+"""``tinytribe`` command line: a thin shell over library functions.
+
+    tinytribe manifest build --job teacher --chunk-s 150 --out manifests/run.json videos/*.mp4
+    tinytribe manifest build-from manifests/diverse_video_15h.json --media media --out runs/teacher.json
+    tinytribe manifest summary manifests/run.json
+    tinytribe manifest shard manifests/run.json --shards 2 --out-dir manifests/shards
+    tinytribe manifest merge manifests/run.json manifests/shards/*.json
+    tinytribe manifest retry-failed manifests/run.json
+    tinytribe plan --hours 15
+    tinytribe notebooks 00_setup_and_plan --out runs/notebooks -p chunk_s=6
+
+Every error is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from tinytribe import manifest as mf
+    from tinytribe.formats import JobDefinition, Manifest
+
+    if args.action == "build":
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise ValueError(f"{out}: exists; pass --force to replace it (done items would be lost)")
+        failed = []
+        m = mf.build_manifest(args.media, job=args.job, chunk_s=args.chunk_s, max_attempts=args.max_attempts,
+                              relative_to=args.relative_to, on_error=lambda s, e: failed.append(f"{e}"))
+        for line in failed:
+            print(f"skipped: {line}", file=sys.stderr)
+        if not m.items:
+            raise ValueError(f"{out}: not written, no readable media among {len(args.media)} path(s)")
+        m.save(out)
+        print(f"{out}: {mf.summarize(m).line()}")
+    elif args.action == "build-from":
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise ValueError(f"{out}: exists; pass --force to replace it (done items would be lost)")
+        m, coverage = mf.build_from_definition(JobDefinition.load(args.definition), args.media,
+                                               on_error=lambda s, e: print(f"skipped: {e}", file=sys.stderr))
+        for row in coverage:
+            print(row.line())
+        if not m.items:
+            raise ValueError(f"{out}: not written, no media of {args.definition} found under {args.media}")
+        m.save(out)
+        print(f"{out}: {mf.summarize(m).line()}")
+    elif args.action == "summary":
+        for p in args.paths:
+            print(f"{p}: {mf.summarize(Manifest.load(p)).line()}")
+    elif args.action == "shard":
+        out_dir = Path(args.out_dir)
+        src = Path(args.path)
+        for s in mf.shard(Manifest.load(src), args.shards):
+            path = out_dir / f"{src.stem}.shard{s.shard_index}of{s.shard_count}.json"
+            s.save(path)
+            print(f"{path}: {mf.summarize(s).line()}")
+    elif args.action == "merge":
+        merged = mf.merge_files(args.out, args.inputs)
+        print(f"{args.out}: {mf.summarize(merged).line()}")
+    elif args.action == "retry-failed":
+        print(f"{args.path}: {mf.retry_failed(args.path)} failed items back to pending")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from tinytribe.budget import plan, storage_gb
+
+    for job in ("teacher", "features"):
+        print(f"{job} over {args.hours:g} h of stimulus:")
+        for row in plan(args.hours, job):
+            print(f"  {row['platform']:<22} {row['gpu_hours']:>7.1f} GPU-h  {row['sessions']:>3} sessions  "
+                  f"{row['weeks']:>5.2f} weeks  ${row['usd']:.0f}")
+    print("storage (fp16): " + ", ".join(f"{k} {v:.2f}" for k, v in storage_gb(args.hours).items()))
+    return 0
+
+
+def _parse_param(text: str):
+    key, sep, raw = text.partition("=")
+    if not sep:
+        raise ValueError(f"parameter {text!r}: expected key=value")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None, *,
+                 cwd: str | Path | None = None, timeout_s: int = 1800) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` with papermill; the executed copy goes to ``out_dir``."""
+    import papermill
+
+    src = NOTEBOOKS_DIR / f"{name}.ipynb"
+    if not src.exists():
+        known = ", ".join(sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")))
+        raise ValueError(f"{src}: no such notebook (known: {known})")
+    out = Path(out_dir) / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(src), str(out), parameters=parameters or {}, cwd=str(cwd or Path.cwd()),
+                               kernel_name="python3", progress_bar=False, execution_timeout=timeout_s)
+    return out
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    params = dict(_parse_param(p) for p in args.param)
+    names = args.names or sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+    for name in names:
+        out = run_notebook(name, args.out, params)
+        print(f"executed {name} -> {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinytribe", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("manifest", help="build, inspect, shard and merge job manifests")
+    msub = m.add_subparsers(dest="action", required=True)
+    b = msub.add_parser("build", help="one item per chunk of each media file")
+    b.add_argument("media", nargs="+")
+    b.add_argument("--job", required=True, help="what the job does, e.g. teacher, features")
+    b.add_argument("--chunk-s", type=float, default=150.0)
+    b.add_argument("--max-attempts", type=int, default=3)
+    b.add_argument("--relative-to", help="store paths relative to this folder")
+    b.add_argument("--out", required=True)
+    b.add_argument("--force", action="store_true")
+    bf = msub.add_parser("build-from", help="a manifest from a job definition in manifests/, for your media")
+    bf.add_argument("definition")
+    bf.add_argument("--media", required=True, help="folder holding the media (one subfolder per group)")
+    bf.add_argument("--out", required=True)
+    bf.add_argument("--force", action="store_true")
+    s = msub.add_parser("summary", help="done / pending / failed and hours left")
+    s.add_argument("paths", nargs="+")
+    sh = msub.add_parser("shard", help="split into N shards, one per worker or account")
+    sh.add_argument("path")
+    sh.add_argument("--shards", type=int, required=True)
+    sh.add_argument("--out-dir", required=True)
+    mg = msub.add_parser("merge", help="merge shards; done items always stay done")
+    mg.add_argument("out")
+    mg.add_argument("inputs", nargs="+")
+    r = msub.add_parser("retry-failed", help="send failed items back to pending")
+    r.add_argument("path")
+    m.set_defaults(func=_manifest)
+
+    pl = sub.add_parser("plan", help="GPU hours, sessions, weeks, cost and storage for a job size")
+    pl.add_argument("--hours", type=float, required=True, help="hours of stimulus")
+    pl.set_defaults(func=_plan)
+
+    nb = sub.add_parser("notebooks", help="execute notebooks with papermill")
+    nb.add_argument("names", nargs="*", help="notebook names (default: all, in order)")
+    nb.add_argument("--out", default="runs/notebooks", help="folder for the executed copies")
+    nb.add_argument("-p", "--param", action="append", default=[], help="key=value (JSON values)")
+    nb.set_defaults(func=_notebooks)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tinytribe.config import ConfigError
+    from tinytribe.features.decode import MediaError
+    from tinytribe.formats import FormatError
+
+    try:
+        return args.func(args)
+    except (FormatError, ConfigError, MediaError, ValueError, FileNotFoundError, KeyError) as e:
+        print(f"tinytribe: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, ROIs, noise ceilings, baselines, reports and plots."""
