@@ -1,0 +1,140 @@
+"""The Tiny-TRIBE v3 student: features of three modalities in, cortical responses on any time grid out."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from tinytribe.formats import MODALITIES
+from tinytribe.model.config import ModelConfig
+from tinytribe.model.film import OutputHead
+from tinytribe.model.hrf import HRFConv
+from tinytribe.model.pooling import GatedModalityPool
+from tinytribe.model.projector import ModalityProjector, MotionModule
+from tinytribe.model.timegrid import TimeGrid, overlap_weights
+from tinytribe.model.tokens import ModalityEmbeddings, align_length, interleave, modality_dropout
+from tinytribe.model.transformer import FusionTransformer
+
+
+@dataclass
+class TinyTribeOutput:
+    """What a forward pass returns.
+
+    Attributes:
+        responses: per requested grid, (B, N, n_outputs).
+        aux_loss: MoE auxiliary loss summed over layers (scalar); add it to the training loss.
+        aux: its parts (``load_balance``, ``z_loss``) and ``expert_share`` (n_layers, E).
+        gates: (B, T, M) modality gates per step (for modality maps).
+        available: (B, M) the modalities actually used (after modality dropout).
+        fused: (B, T, D) pooled fused representation at the feature rate (``return_fused``).
+        kd_features: (B, T, teacher_dim) its projection for feature distillation (``return_fused``).
+    """
+
+    responses: dict[str, torch.Tensor]
+    aux_loss: torch.Tensor
+    aux: dict[str, torch.Tensor]
+    gates: torch.Tensor
+    available: torch.Tensor
+    fused: torch.Tensor | None = None
+    kd_features: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class TinyTribe(nn.Module):
+    """Projectors -> motion -> embeddings -> interleave -> MoE transformer -> gated pooling -> HRF -> head.
+
+    Args:
+        config: sizes and switches (``ModelConfig``); the model keeps a copy.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = copy.deepcopy(config)
+        c = self.config
+        self.projectors = nn.ModuleList(ModalityProjector(d, c.proj_hidden, c.d_model, c.dropout) for d in c.input_dims)
+        self.motion = MotionModule(c.d_model)
+        self.embeddings = ModalityEmbeddings(len(MODALITIES), c.max_steps, c.d_model)
+        self.fusion = FusionTransformer(
+            d_model=c.d_model, n_heads=c.n_heads, n_layers=c.n_layers, local_layers=c.local_layers,
+            n_experts=c.n_experts, top_k=c.top_k, expert_hidden=c.expert_hidden, expert_init_noise=c.expert_init_noise,
+            drop_path=c.drop_path, decay_scale_s=c.decay_scale_s, dropout=c.dropout)
+        self.pool = GatedModalityPool(c.d_model, len(MODALITIES))
+        self.hrf = HRFConv(c.d_model, c.hrf_taps, c.feature_rate_hz)
+        self.head = OutputHead(c.d_model, c.n_outputs, c.n_subjects, c.n_new_subjects)
+        self.kd_head = nn.Linear(c.d_model, c.teacher_dim)
+
+    def encode(self, features: dict[str, torch.Tensor], available: torch.Tensor, *, causal: bool = False,
+               p_modality_dropout: float = 0.0, router_temperature: float = 1.0
+               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Fuse the modalities into per-step, per-modality tokens.
+
+        Args:
+            features: ``{"text": (B, T_t, 384), "audio": (B, T_a, 384), "video": (B, T_v, D_v)}``.
+            available: (B, 3) bool, the modalities each sample has (order text, audio, video).
+            causal: tokens see only their own and earlier steps.
+            p_modality_dropout: in training, drop each available modality of a sample with this
+                probability (never all of them).
+            router_temperature: MoE router temperature.
+
+        Returns:
+            tokens (B, T, 3, D), the modalities used (B, 3), aux terms.
+        """
+        missing = [m for m in MODALITIES if m not in features]
+        if missing:
+            raise ValueError(f"features lack modality {missing[0]!r} (give zeros and mark it unavailable)")
+        if available.shape != (features["text"].shape[0], len(MODALITIES)):
+            raise ValueError(f"available must be (B, {len(MODALITIES)}), got {tuple(available.shape)}")
+        available = available.bool()
+        if not available.any(dim=1).all():
+            raise ValueError("every sample needs at least one available modality")
+        if self.training and p_modality_dropout > 0:
+            available = modality_dropout(available, p_modality_dropout)
+        T = max(features[m].shape[1] for m in MODALITIES)
+        tokens = []
+        for i, m in enumerate(MODALITIES):
+            x = features[m]
+            x = torch.where(available[:, i, None, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+            x = self.projectors[i](x.to(self.kd_head.weight.dtype))  # (B, T_m, D), in the model's dtype
+            if m == "video":
+                x = self.motion(x, causal=causal)
+            x = self.embeddings(x, i)  # (B, T_m, D)
+            tokens.append(align_length(x, T))  # (B, T, D)
+        seq = interleave(tokens)  # (B, 3T, D)
+        token_mask = available[:, None, :].expand(-1, T, -1).reshape(-1, T * len(MODALITIES))  # (B, 3T)
+        fused, aux = self.fusion(seq, token_mask, n_modalities=len(MODALITIES), rate_hz=self.config.feature_rate_hz,
+                                 causal=causal, temperature=router_temperature)  # (B, 3T, D)
+        return fused.reshape(fused.shape[0], T, len(MODALITIES), -1), available, aux
+
+    def forward(self, features: dict[str, torch.Tensor], available: torch.Tensor, t0: torch.Tensor,
+                grids: dict[str, TimeGrid], subject: torch.Tensor | None = None, *, causal: bool = False,
+                p_modality_dropout: float = 0.0, router_temperature: float = 1.0,
+                return_fused: bool = False) -> TinyTribeOutput:
+        """Predict responses on each requested time grid.
+
+        Args:
+            features, available: as in :meth:`encode`.
+            t0: (B,) stimulus time (s) of feature step 0.
+            grids: named target grids, e.g. ``{"fmri": TimeGrid(times, 1.49), "teacher": TimeGrid(times, 1.0)}``.
+            subject: (B,) subject ids; None or -1 for the average subject.
+            return_fused: also return the pooled representation and its KD projection.
+        """
+        tokens, used, aux = self.encode(features, available, causal=causal, p_modality_dropout=p_modality_dropout,
+                                        router_temperature=router_temperature)  # (B, T, 3, D)
+        fused, gates = self.pool(tokens, used)  # (B, T, D), (B, T, 3)
+        h = self.head.condition(self.hrf(fused), subject)  # (B, T, D)
+        responses = {name: self.head.project(h, overlap_weights(t0, h.shape[1], self.config.feature_rate_hz, g))
+                     for name, g in grids.items()}  # (B, N, V) each
+        out = TinyTribeOutput(responses=responses, aux_loss=aux["aux_loss"], aux=aux, gates=gates, available=used)
+        if return_fused:
+            out.fused, out.kd_features = fused, self.kd_head(fused)  # (B, T, D), (B, T, teacher_dim)
+        return out
+
+    def add_subjects(self, n: int) -> list[nn.Parameter]:
+        """Add ``n`` subjects (FiLM vectors starting at the average subject) and return their parameters."""
+        params = self.head.film.add_subjects(n)
+        self.config.n_subjects = self.head.film.gamma.shape[0]
+        self.config.n_new_subjects = n
+        return params
