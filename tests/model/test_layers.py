@@ -230,3 +230,9 @@ def test_film_identity_equals_unconditioned_head_and_pooling_before_projection()
     W = overlap_weights(torch.zeros(2), 10, 2.0, TimeGrid.regular(0.5, 3, 1.49, batch=2))
     h = head.condition(x, torch.tensor([1, 1]))
     torch.testing.assert_close(head.project(h, W), W @ head.proj(h), atol=1e-5, rtol=1e-5)
+
+
+def test_regular_grid_stays_on_the_device_of_its_start():
+    """Found on a GPU: a CUDA start time and a CPU arange did not mix. The meta device stands in here."""
+    g = TimeGrid.regular(torch.zeros(2, device="meta"), 5, 1.49, batch=2)
+    assert g.times.device.type == "meta" and g.times.shape == (2, 5)

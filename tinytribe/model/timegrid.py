@@ -24,7 +24,7 @@ class TimeGrid:
     @classmethod
     def regular(cls, start_s: float | torch.Tensor, n: int, step_s: float, batch: int = 1) -> "TimeGrid":
         start = torch.as_tensor(start_s, dtype=torch.float64).reshape(-1, 1).expand(batch, 1)
-        return cls(start + step_s * torch.arange(n, dtype=torch.float64), step_s)
+        return cls(start + step_s * torch.arange(n, dtype=torch.float64, device=start.device), step_s)
 
 
 def overlap_weights(t0: torch.Tensor, n_steps: int, rate_hz: float, grid: TimeGrid) -> torch.Tensor:
