@@ -1,0 +1,247 @@
+"""Sync of a run folder: a mounted folder for real, a real rclone WebDAV server on loopback (killed
+mid-upload), and pydrive2 against a local stand-in of the Drive API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import sys
+
+from tinytribe._io import sha256_file
+from tinytribe.sync import (INDEX_KEY, LOCK_KEY, FolderRemote, RcloneRemote, RemoteError, RunSync, SyncLockedError,
+                            open_remote)
+
+
+def make_run(root: Path, big_mb: int = 0) -> dict[str, str]:
+    (root / "teacher").mkdir(parents=True, exist_ok=True)
+    (root / "manifest.json").write_text('{"x": 1}\n')
+    (root / "teacher" / "a_000000.npz").write_bytes(os.urandom(3000))
+    (root / "manifest.json.lock").write_text("")  # never synced
+    if big_mb:
+        (root / "checkpoint.pt").write_bytes(os.urandom(big_mb << 20))
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in root.rglob("*")
+            if p.is_file() and not p.name.endswith(".lock")}
+
+
+def hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".lock")}
+
+
+def check_push_restore(remote, tmp_path):
+    src = tmp_path / "session1"
+    want = make_run(src)
+    s1 = RunSync(remote, src, owner="session-1")
+    s1.acquire()
+    st = s1.push()
+    assert sorted(st.transferred) == sorted(want) and "manifest.json.lock" not in remote.list()
+    assert s1.push().transferred == []  # incremental: nothing changed, nothing sent
+    (src / "manifest.json").write_text('{"x": 2}\n')
+    assert s1.push().transferred == ["manifest.json"]
+    s1.release()
+    dst = tmp_path / "session2"
+    s2 = RunSync(remote, dst, owner="session-2")
+    s2.acquire()
+    assert sorted(s2.restore().transferred) == sorted(want)
+    assert hashes(dst) == hashes(src)
+    assert s2.restore().transferred == []
+    assert s2.round_trip() < 30
+    s2.release()
+
+
+def test_folder_remote(tmp_path):
+    check_push_restore(FolderRemote(tmp_path / "drive" / "run"), tmp_path)
+    assert isinstance(open_remote(f"folder:{tmp_path}"), FolderRemote)
+    with pytest.raises(ValueError, match="unknown kind 'ftp'"):
+        open_remote("ftp:host/x")
+
+
+def test_lock_keeps_a_second_session_out(tmp_path):
+    remote = FolderRemote(tmp_path / "r")
+    clock = [1000.0]
+    a = RunSync(remote, tmp_path / "a", owner="kaggle-ana", lease_s=60, clock=lambda: clock[0])
+    b = RunSync(remote, tmp_path / "b", owner="colab-ben", lease_s=60, clock=lambda: clock[0])
+    a.acquire()
+    with pytest.raises(SyncLockedError, match="held by kaggle-ana"):
+        b.acquire()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(SyncLockedError, match="no longer holds the lock"):
+        b.push()
+    clock[0] += 61  # a died without releasing: its lease runs out
+    b.acquire()
+    with pytest.raises(SyncLockedError, match="no longer holds"):
+        a.push()
+
+
+def test_retries_with_backoff_then_gives_up(tmp_path):
+    class Flaky(FolderRemote):
+        fails = 2
+
+        def upload(self, local, key):
+            if Flaky.fails and not key.startswith(".tinytribe-sync"):
+                Flaky.fails -= 1
+                raise RemoteError("503 backend error")
+            super().upload(local, key)
+
+    waits = []
+    remote = Flaky(tmp_path / "r")
+    s = RunSync(remote, tmp_path / "run", owner="me", sleep=waits.append, backoff_s=0.5)
+    make_run(tmp_path / "run")
+    s.acquire()
+    s.push()
+    assert waits == [0.5, 1.0]
+    Flaky.fails = 99  # a backend that stays down
+    (tmp_path / "run" / "manifest.json").write_text("changed")
+    with pytest.raises(RemoteError, match="upload manifest.json: gave up after 6 attempts: 503"):
+        s.push()
+    assert waits[2:] == [0.5, 1.0, 2.0, 4.0, 8.0]
+
+
+def test_restore_refuses_corrupted_remote_files(tmp_path):
+    remote = FolderRemote(tmp_path / "r")
+    s = RunSync(remote, tmp_path / "run", owner="me", sleep=lambda s: None)
+    make_run(tmp_path / "run")
+    s.acquire()
+    s.push()
+    (tmp_path / "r" / "teacher" / "a_000000.npz").write_bytes(b"bit rot")
+    with pytest.raises(RemoteError, match="a_000000.npz arrived with the wrong SHA-256"):
+        RunSync(remote, tmp_path / "fresh", owner="x", sleep=lambda s: None).restore()
+    assert not (tmp_path / "fresh" / "teacher" / "a_000000.npz").exists()
+
+
+# -- rclone against a real WebDAV server on loopback ---------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebDav:
+    """``rclone serve webdav`` of a folder on 127.0.0.1, with a client config naming it ``dav``."""
+
+    def __init__(self, root: Path, conf_dir: Path):
+        self.root, self.port = root, _free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        password = "s3cr3t-dav-password"
+        obscured = subprocess.run(["rclone", "obscure", password], capture_output=True, text=True, check=True).stdout.strip()
+        self.conf_text = (f"[dav]\ntype = webdav\nurl = http://127.0.0.1:{self.port}\nvendor = other\n"
+                          f"user = tt\npass = {obscured}\n")
+        self.conf = conf_dir / "rclone.conf"
+        self.conf.write_text(self.conf_text)
+        self.password = password
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["rclone", "serve", "webdav", str(self.root), "--addr", f"127.0.0.1:{self.port}",
+                                      "--user", "tt", "--pass", self.password], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("rclone serve webdav did not start")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def webdav(tmp_path):
+    if shutil.which("rclone") is None:
+        pytest.fail("rclone is not installed: scripts/setup.sh installs it (apt-get install rclone)")
+    server = WebDav(tmp_path / "dav-root", tmp_path)
+    yield server
+    server.kill()
+
+
+def test_rclone_webdav_push_restore(webdav, tmp_path):
+    check_push_restore(RcloneRemote("dav:runs/r1", config_path=webdav.conf, timeout_s=5), tmp_path)
+    assert (webdav.root / "runs" / "r1" / "manifest.json").read_text() == '{"x": 2}\n'
+
+
+def test_rclone_server_killed_mid_upload_then_retry_completes(webdav, tmp_path):
+    remote = RcloneRemote("dav:runs/r2", config_path=webdav.conf, timeout_s=3)
+    src = tmp_path / "run"
+    want = make_run(src, big_mb=64)
+    s = RunSync(remote, src, owner="kaggle", backoff_s=1.0, max_backoff_s=2.0, attempts=8)
+    s.acquire()
+
+    events = []
+
+    def kill_and_restart() -> None:
+        deadline = time.time() + 30
+        while time.time() < deadline:  # wait until the big upload is under way, then pull the plug
+            partial = [p for p in webdav.root.rglob(".tt-partial-*-checkpoint.pt") if p.stat().st_size > 0]
+            if partial:
+                events.append(f"killed with {partial[0].stat().st_size} bytes uploaded")
+                break
+            time.sleep(0.005)
+        webdav.kill()
+        time.sleep(2.0)
+        webdav.start()
+        events.append("restarted")
+
+    t = threading.Thread(target=kill_and_restart)
+    t.start()
+    stats = s.push()
+    t.join()
+    assert events[0].startswith("killed with") and events[-1] == "restarted", events
+    assert "checkpoint.pt" in stats.transferred
+    on_server = webdav.root / "runs" / "r2"
+    assert sha256_file(on_server / "checkpoint.pt") == want["checkpoint.pt"]  # nothing lost or corrupted
+    assert not [p for p in on_server.rglob(".tt-partial-*") if p.stat().st_size == 64 << 20]
+    fresh = tmp_path / "restored"
+    RunSync(remote, fresh, owner="next").restore()
+    assert hashes(fresh) == hashes(src)
+
+
+# -- pydrive2 against a local stand-in of the Drive API --------------------------------------------
+
+def test_pydrive2_drive_remote_against_a_local_drive_api(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_drive import FakeDrive
+
+    from tinytribe.sync.gdrive import DriveRemote, drive_from_refresh_token
+
+    fake = FakeDrive("cid.apps.example", "client-secret-value", "refresh-token-value-123")
+    try:
+        drive = drive_from_refresh_token("cid.apps.example", "client-secret-value", "refresh-token-value-123",
+                                         token_uri=f"{fake.url}/token", api_root=fake.url)
+        remote = DriveRemote(drive, "root-folder")
+        check_push_restore(remote, tmp_path)
+        # the run folder's layout on "Drive": sub-folders, one file per name
+        titles = sorted(f["title"] for f in fake.files.values())
+        assert titles.count("manifest.json") == 1 and "teacher" in titles and ".tinytribe-sync" in titles
+        assert any(r.startswith("PUT /upload/drive/v2/files/") for r in fake.requests)  # replaced as a new revision
+        with pytest.raises(RemoteError, match="authorisation failed"):
+            drive_from_refresh_token("cid.apps.example", "client-secret-value", "revoked-token",
+                                     token_uri=f"{fake.url}/token", api_root=fake.url)
+    finally:
+        fake.close()
+
+
+def test_two_rclone_remotes_in_one_process_reach_their_own_servers(tmp_path):
+    """rclone_python keeps its first config path process-wide; each remote must pass its own."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = WebDav(tmp_path / "root-a", tmp_path / "a"), WebDav(tmp_path / "root-b", tmp_path / "b")
+    try:
+        RcloneRemote("dav:x", config_path=a.conf, timeout_s=5).write_bytes("f.txt", b"for a")
+        RcloneRemote("dav:x", config_path=b.conf, timeout_s=5).write_bytes("f.txt", b"for b")
+        assert (a.root / "x" / "f.txt").read_bytes() == b"for a" and (b.root / "x" / "f.txt").read_bytes() == b"for b"
+    finally:
+        a.kill()
+        b.kill()
