@@ -30,36 +30,59 @@
 #
 # The job here is `probe`: it decodes every chunk of every file, which checks the media before the
 # expensive jobs (`01_extract_features`, `02_teacher_inference`) run on them.
+#
+# With `sync_remote` set, the run folder is restored from the remote at the start (a new Kaggle or
+# Colab session starts with an empty disk), pushed every `sync_every_s` seconds and at the end, and
+# locked so that two sessions never write it at once. Credentials come from Kaggle Secrets / Colab
+# userdata (README, "On Kaggle").
 
 # %% tags=["parameters"]
 media_dir = None  # folder of media files; None: the examples bundled with tinytribe
 run_dir = "runs/setup"  # manifest, ledger and outputs go here
 chunk_s = 6.0  # seconds of stimulus per manifest item (the teacher job uses 150)
-session_limit_s = None  # None: this platform's session limit; a number: seconds from this cell on
+session_limit_s = None  # None: this platform's session limit; a number: seconds for the loop (rehearsals, CI)
 reserve_s = 0.0  # time kept back at the end of the session for checkpoint + sync
 account = "default"  # whose weekly quota this session uses (one Kaggle account per person)
 plan_hours = 15.0  # hours of stimulus to plan for (the design's "diverse video" list)
+sync_remote = None  # None, "folder:/content/drive/MyDrive/tinytribe/setup", "rclone:gdrive:tinytribe/setup", "gdrive:<id>"
+sync_every_s = 300.0  # push the run folder at most this often during the loop
+tinytribe_source = None  # on Kaggle/Colab: a pinned pip source, e.g. "git+https://github.com/<you>/tiny-tribe@v0.1.0"
+
+# %%
+# Install tinytribe when this kernel lacks it (a fresh Kaggle or Colab session), from the pinned source.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("tinytribe") is None:
+    if not tinytribe_source:
+        raise RuntimeError("tinytribe is not installed: set tinytribe_source to a pinned git tag or wheel")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", tinytribe_source], check=True)
 
 # %%
 from pathlib import Path
 
 import tinytribe
 from tinytribe import budget as bd
+from tinytribe import doctor
 from tinytribe import manifest as mf
 from tinytribe.eval.plots import load_probe_outputs, plot_media_probe
 from tinytribe.features.decode import MEDIA_SUFFIXES
 from tinytribe.runner import media_probe_work, run_job
+from tinytribe.sync import RunSync, open_remote
 
 media_root = Path(media_dir) if media_dir else Path(tinytribe.__file__).parent / "assets" / "media"
 run_root = Path(run_dir)
 manifest_path = run_root / "manifest.json"
 platform = bd.detect_platform()
-if session_limit_s is None:
-    session = bd.SessionBudget.for_platform(platform, reserve_s=reserve_s)
-else:
-    session = bd.SessionBudget.starting_now(session_limit_s, reserve_s=reserve_s)
-print(f"tinytribe {tinytribe.__version__} on {platform}; session: {session.describe()}")
-print(f"media: {media_root}  ->  run folder: {run_root.resolve()}")
+doctor.configure_caches(platform)
+session = bd.SessionBudget.for_platform(platform, reserve_s=reserve_s)
+sync = RunSync(open_remote(sync_remote), run_root) if sync_remote else None
+if sync:
+    sync.acquire()
+    print(sync.restore().line("restored"))
+doctor.run(run_dir=run_root, budget=session, sync=sync, ledger_path=run_root / "quota_ledger.json",
+           account=account, planned=f"probe every {chunk_s:g} s chunk of the media in {media_root}")
 
 # %% [markdown]
 # ## 1. The job manifest
@@ -84,7 +107,9 @@ for it in manifest.items[:5]:
 # stops when the session budget says one more item would not fit.
 
 # %%
-report = run_job(manifest_path, media_probe_work(media_root, run_root / "probe"), budget=session)
+loop_budget = session if session_limit_s is None else bd.SessionBudget.starting_now(session_limit_s, reserve_s)
+report = run_job(manifest_path, media_probe_work(media_root, run_root / "probe"), budget=loop_budget,
+                 after_item=sync.push_every(sync_every_s) if sync else None)
 print(report.line())
 
 # %%
@@ -97,6 +122,9 @@ week_h = ledger.gpu_hours(account, at=session.clock())
 limit_h = bd.BudgetConfig().weekly_gpu_h(platform)
 print(f"quota this week for {account!r} on {platform}: {week_h:.2f} GPU-h used"
       + (f" of {limit_h:.0f}" if limit_h else " (no weekly limit)"))
+if sync:
+    print(sync.push().line("pushed"))
+    sync.release()
 
 # %% [markdown]
 # ## 3. What the media look like

@@ -18,9 +18,14 @@ for c in python3.11 python3; do
 done
 [ -n "$PY" ] || { echo "setup: needs Python 3.10 or newer (3.11 recommended)" >&2; exit 1; }
 
-if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then  # Debian/Ubuntu ship venv separately
+# System packages: venv (Debian/Ubuntu ship it separately) and rclone (the sync backend; the tests
+# serve a loopback remote with it). Installed only when missing.
+missing=""
+"$PY" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$missing python3-venv"
+command -v rclone >/dev/null 2>&1 || missing="$missing rclone"
+if [ -n "$missing" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

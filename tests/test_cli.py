@@ -43,3 +43,18 @@ def test_plan_and_module_entry_point(capsys):
     assert "kaggle (1 account)" in out and "storage (fp16)" in out
     r = subprocess.run([sys.executable, "-m", "tinytribe", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "manifest" in r.stdout
+
+
+def test_sync_and_doctor_commands(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text("{}")
+    remote = f"folder:{tmp_path / 'drive'}"
+    assert main(["sync", "push", "--remote", remote, "--run-dir", str(run)]) == 0
+    assert "pushed 1 files" in capsys.readouterr().out
+    assert main(["sync", "restore", "--remote", remote, "--run-dir", str(tmp_path / "new")]) == 0
+    assert (tmp_path / "new" / "manifest.json").read_text() == "{}"
+    assert main(["doctor", "--run-dir", str(run), "--remote", remote]) == 0
+    assert "1 KB round trip" in capsys.readouterr().out
+    assert main(["sync", "push", "--remote", "ftp:x", "--run-dir", str(run)]) == 2
+    assert "unknown kind 'ftp'" in capsys.readouterr().err

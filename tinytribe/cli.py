@@ -6,6 +6,9 @@
     tinytribe manifest shard manifests/run.json --shards 2 --out-dir manifests/shards
     tinytribe manifest merge manifests/run.json manifests/shards/*.json
     tinytribe manifest retry-failed manifests/run.json
+    tinytribe sync restore --remote rclone:gdrive:tinytribe/teacher --run-dir runs/teacher
+    tinytribe sync push --remote rclone:gdrive:tinytribe/teacher --run-dir runs/teacher
+    tinytribe doctor --run-dir runs/teacher --remote rclone:gdrive:tinytribe/teacher
     tinytribe plan --hours 15
     tinytribe notebooks 00_setup_and_plan --out runs/notebooks -p chunk_s=6
 
@@ -81,6 +84,34 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync(args: argparse.Namespace) -> int:
+    from tinytribe.sync import RunSync, open_remote
+
+    sync = RunSync(open_remote(args.remote), args.run_dir)
+    if args.action == "round-trip":
+        print(f"{sync.remote.description}: 1 KB round trip in {sync.round_trip():.2f} s")
+        return 0
+    sync.acquire(force=args.force)
+    try:
+        stats = sync.restore() if args.action == "restore" else sync.push()
+        print(f"{args.run_dir}: {stats.line('restored' if args.action == 'restore' else 'pushed')}")
+    finally:
+        sync.release()
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from tinytribe import doctor
+    from tinytribe.budget import SessionBudget
+    from tinytribe.sync import RunSync, open_remote
+
+    sync = RunSync(open_remote(args.remote), args.run_dir) if args.remote else None
+    ledger = Path(args.run_dir) / "quota_ledger.json"
+    doctor.run(run_dir=args.run_dir, budget=SessionBudget.for_platform(), sync=sync,
+               ledger_path=ledger if ledger.exists() else None, account=args.account, needs_gpu=args.needs_gpu)
+    return 0
+
+
 def _parse_param(text: str):
     key, sep, raw = text.partition("=")
     if not sep:
@@ -152,6 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--hours", type=float, required=True, help="hours of stimulus")
     pl.set_defaults(func=_plan)
 
+    sy = sub.add_parser("sync", help="restore a run folder from its remote, or push it there")
+    sy.add_argument("action", choices=["restore", "push", "round-trip"])
+    sy.add_argument("--remote", required=True, help="folder:<path>, rclone:<remote>:<folder> or gdrive:<folder id>")
+    sy.add_argument("--run-dir", required=True)
+    sy.add_argument("--force", action="store_true", help="take the lock even if another session holds it")
+    sy.set_defaults(func=_sync)
+
+    dr = sub.add_parser("doctor", help="platform, GPU, disk, secrets, remote and quota checks")
+    dr.add_argument("--run-dir", default=".")
+    dr.add_argument("--remote")
+    dr.add_argument("--account", default="default")
+    dr.add_argument("--needs-gpu", action="store_true")
+    dr.set_defaults(func=_doctor)
+
     nb = sub.add_parser("notebooks", help="execute notebooks with papermill")
     nb.add_argument("names", nargs="*", help="notebook names (default: all, in order)")
     nb.add_argument("--out", default="runs/notebooks", help="folder for the executed copies")
@@ -163,12 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tinytribe.config import ConfigError
+    from tinytribe.doctor import DoctorError
     from tinytribe.features.decode import MediaError
     from tinytribe.formats import FormatError
+    from tinytribe.sync import RemoteError, SyncLockedError
 
     try:
         return args.func(args)
-    except (FormatError, ConfigError, MediaError, ValueError, FileNotFoundError, KeyError) as e:
+    except (FormatError, ConfigError, MediaError, ValueError, FileNotFoundError, KeyError, RemoteError,
+            SyncLockedError, DoctorError) as e:
         print(f"tinytribe: error: {e}", file=sys.stderr)
         return 2
 

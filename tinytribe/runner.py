@@ -8,6 +8,7 @@ valid, the item in flight is finished or given back, and the caller syncs and ex
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from tinytribe import manifest as mf
 from tinytribe._io import atomic_write_bytes, sha256_file
 from tinytribe.budget import SessionBudget
 from tinytribe.formats import Manifest, ManifestItem
+from tinytribe.provenance import provenance
 
 
 @dataclass
@@ -120,7 +122,8 @@ def media_probe_work(media_root: str | Path, out_dir: str | Path, rate_hz: float
         times = item.start_s + np.arange(lum.size) / rate_hz
 
         buf = io.BytesIO()
-        np.savez(buf, times_s=times, luminance=lum, audio_rms=rms)
+        meta = json.dumps({"item": item.id, "source": item.source, "rate_hz": rate_hz, **provenance()})
+        np.savez(buf, times_s=times, luminance=lum, audio_rms=rms, meta=np.array(meta))
         return atomic_write_bytes(out_dir / f"{item.id}.npz", buf.getvalue())
 
     return work

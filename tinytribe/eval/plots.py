@@ -21,7 +21,7 @@ def load_probe_outputs(manifest_path: str | Path) -> dict[str, dict[str, np.ndar
     for it in sorted(m.items, key=lambda i: (i.source, i.start_s)):
         if it.status == "done" and it.output:
             with np.load(manifest_path.parent / it.output) as z:
-                parts.setdefault(it.source, []).append({k: z[k] for k in z.files})
+                parts.setdefault(it.source, []).append({k: z[k] for k in z.files if k != "meta"})
     return {src: {k: np.concatenate([p[k] for p in ps]) for k in ps[0]} for src, ps in parts.items()}
 
 
