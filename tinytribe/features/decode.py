@@ -142,3 +142,102 @@ def audio_rms(path: str | Path, start_s: float, end_s: float, rate_hz: float = 2
                 np.add.at(counts, step[keep], 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, np.sqrt(sums / np.maximum(counts, 1)), np.nan).astype(np.float32)
+
+
+def sample_frames(path: str | Path, times_s: np.ndarray, size: tuple[int, int]):
+    """The frame on screen at each of ``times_s`` (the last frame starting at or before it), scaled
+    to ``size`` = (width, height) by FFmpeg while converting -- full-resolution RGB is never made.
+
+    Yields:
+        (index into ``times_s``, (height, width, 3) uint8 RGB), in time order. Times before the first
+        frame or after the last get no frame.
+    """
+    path = Path(path)
+    times_s = np.asarray(times_s, dtype=np.float64)
+    if times_s.size == 0:
+        return
+    w, h = size
+    with _open(path) as c:
+        if not c.streams.video:
+            return
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        c.seek(max(int(times_s[0] * 1_000_000) - 2_000_000, 0), any_frame=False)
+        i, prev = 0, None
+        try:
+            for frame in c.decode(stream):
+                if frame.time is None:
+                    continue
+                while i < times_s.size and frame.time > times_s[i] + 1e-6:
+                    if prev is not None and prev.time <= times_s[i] + 1e-6:
+                        yield i, prev.to_ndarray(format="rgb24", width=w, height=h)
+                    i += 1
+                if i >= times_s.size:
+                    return
+                prev = frame
+        except av_errors() as e:
+            raise MediaError(f"{path}: video decoding failed ({type(e).__name__}: {e})") from None
+        if prev is not None:
+            last = prev.time + (1.0 / float(stream.average_rate) if stream.average_rate else 0.0)
+            while i < times_s.size and times_s[i] < last:
+                yield i, prev.to_ndarray(format="rgb24", width=w, height=h)
+                i += 1
+
+
+def av_errors() -> tuple[type, ...]:
+    import av
+
+    return (av.FFmpegError,)
+
+
+def iter_audio(path: str | Path, start_s: float, end_s: float, window_s: float, sample_rate: int = 16_000):
+    """Mono float32 audio of ``[start_s, end_s)`` in consecutive windows of ``window_s`` seconds,
+    decoded and resampled as a stream (a 2-hour file is never held whole).
+
+    Decoding always starts at the beginning of the file: after a seek, FFmpeg's AAC decoder gives
+    samples that differ from a continuous decode (by up to 0.1 here), so a chunk extracted on its
+    own would not match the same stretch of a whole-file extraction. Audio decodes at hundreds of
+    times real time, so reaching the last chunk of a 2-hour file costs seconds.
+
+    Yields:
+        (window start in stimulus seconds, samples) -- the last window may be shorter, and a window
+        ends early where the audio ends.
+    """
+    import av
+
+    path = Path(path)
+    per = int(round(window_s * sample_rate))
+    first = int(round(start_s * sample_rate))
+    last = int(round(end_s * sample_rate))
+    with _open(path) as c:
+        if not c.streams.audio:
+            return
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        buf: list[np.ndarray] = []
+        buf_start = first  # sample index of buf's first sample
+        have = 0
+        pos = None  # sample index of the next decoded sample
+        try:
+            for frame in c.decode(c.streams.audio[0]):
+                for rf in resampler.resample(frame):
+                    x = rf.to_ndarray().reshape(-1).astype(np.float32)
+                    if pos is None:
+                        pos = int(round(rf.time * sample_rate)) if rf.time is not None else 0
+                    lo, hi = max(first - pos, 0), min(last - pos, x.size)
+                    pos += x.size
+                    if hi <= lo:
+                        if pos >= last:
+                            break
+                        continue
+                    buf.append(x[lo:hi])
+                    have += hi - lo
+                    while have >= per:
+                        whole = np.concatenate(buf)
+                        yield buf_start / sample_rate, whole[:per]
+                        buf, have, buf_start = [whole[per:]], have - per, buf_start + per
+                if pos is not None and pos >= last:
+                    break
+        except av.FFmpegError as e:
+            raise MediaError(f"{path}: audio decoding failed ({type(e).__name__}: {e})") from None
+        if have:
+            yield buf_start / sample_rate, np.concatenate(buf)

@@ -1,0 +1,100 @@
+"""Extraction on the bundled media: masks, grids, chunks equal to whole files, cache reuse, bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tinytribe import manifest as mf
+from tinytribe.budget import SessionBudget
+from tinytribe.features.cache import feature_job_work, stitch_done, transcript_durations
+from tinytribe.features.extract import ExtractionConfig, FeatureExtractor, stitch
+from tinytribe.formats import FeatureCache, Manifest
+from tinytribe.runner import run_job
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def whole(extractor, media_dir):
+    return {p.stem: extractor.extract(p) for p in sorted(media_dir.iterdir())}
+
+
+def test_masks_follow_what_each_file_holds(whole):
+    a, c, s = whole["astronaut_tour"], whole["coffee_still"], whole["north_wind_story"]
+    assert a.n_steps == 48 and a.t0_s == 0 and a.rate_hz == 2.0
+    assert a.masks["video"].all() and a.masks["audio"].all()
+    assert a.masks["text"][:20].all()  # narration over the first 14 s
+    assert {m: a.features[m].shape[1] for m in a.features} == {"text": 384, "audio": 384, "video": 1280}
+    assert c.masks["video"].all() and not c.masks["audio"].any() and not c.masks["text"].any()  # silent clip
+    assert not s.masks["video"].any() and s.masks["audio"][:31].all() and s.masks["text"][2:25].all()  # a story
+    assert not np.abs(c.features["audio"]).any()  # masked steps hold zeros
+    # the cut from the astronaut to the cat at 12 s shows in the video features
+    v = a.features["video"].astype(np.float32)
+    within = np.linalg.norm(v[20] - v[22])
+    across = np.linalg.norm(v[22] - v[25])
+    assert across > 2 * within
+
+
+def test_chunks_equal_the_whole_file(extractor, media_dir, whole):
+    src = media_dir / "astronaut_tour.mp4"
+    chunks = [extractor.extract(src, start_s=s, end_s=e) for s, e in ((0, 10.5), (10.5, 24))]
+    joined = stitch(chunks)
+    for m in joined.features:
+        np.testing.assert_array_equal(joined.masks[m], whole["astronaut_tour"].masks[m])
+        np.testing.assert_allclose(joined.features[m].astype(np.float32),
+                                   whole["astronaut_tour"].features[m].astype(np.float32), atol=1e-3)
+
+
+def test_a_transcript_beside_the_media_replaces_asr(extractor, media_dir, tmp_path):
+    shutil.copy(media_dir / "coffee_still.mp4", tmp_path / "clip.mp4")
+    (tmp_path / "clip.tsv").write_text("word\tonset\tduration\nfresh\t2.0\t0.4\ncoffee\t2.6\t0.5\nbeans\t9.0\t0.3\n")
+    fc = extractor.extract(tmp_path / "clip.mp4")
+    text = fc.masks["text"]
+    assert not text[:4].any() and text[4:10].all()  # from the first word (2.0 s), carried for 5 s
+    assert text[18] and not fc.masks["audio"].any()
+    only = tmp_path / "story.srt"
+    only.write_text("1\n00:00:01,000 --> 00:00:03,000\nonce upon a time\n")
+    t = extractor.extract(None, transcript=only, duration_s=6.0)
+    assert t.n_steps == 12 and t.masks["text"][2] and not t.masks["video"].any() and not t.masks["audio"].any()
+    assert transcript_durations([only]) == {str(only): 3.0}
+
+
+def test_feature_job_resumes_reuses_and_reextracts(extractor, media_dir, tmp_path):
+    media = tmp_path / "media"
+    shutil.copytree(media_dir, media)
+    (media / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200)
+    (media / "empty.wav").write_bytes(b"")
+    (media / "readme.mp3").write_text("this is not audio\n")
+    (media / "coffee_still.srt").write_text("1\n00:01:00,000 --> 00:01:01,000\nway past the end\n")
+    import av
+
+    with av.open(str(media / "zero.mp4"), "w") as c:  # a 0-second video: a header, no frames
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height = 64, 48
+        c.start_encoding()
+    errors = []
+    m = mf.build_manifest(sorted(media.iterdir()), job="features", chunk_s=12.0, relative_to=media, max_attempts=1,
+                          on_error=lambda s, e: errors.append(str(e)))
+    assert {e.split(":")[0].rsplit("/", 1)[-1] for e in errors} >= {"broken.mp4", "empty.wav", "readme.mp3", "zero.mp4"}
+    assert all("\n" not in e for e in errors)
+    path = tmp_path / "run" / "manifest.json"
+    m.save(path)
+    work = feature_job_work(media, tmp_path / "run", extractor)
+    report = run_job(path, work, budget=SessionBudget.starting_now(None), progress=False)
+    failed = {i: msg for i, msg in report.failed}
+    assert set(failed) == {"coffee_still_000000"} and "coffee_still.srt: words run to 60.8 s, past the media" in failed["coffee_still_000000"]
+    assert report.summary.done == report.summary.total - 1  # the rest of the run completed
+    stitched = {p.name for p in stitch_done(path, tmp_path / "run")}
+    assert stitched == {"astronaut_tour.npz", "north_wind_story.npz"}
+    first = (tmp_path / "run" / "chunks" / "astronaut_tour_000000.npz").stat().st_mtime_ns
+    it = Manifest.load(path).item("astronaut_tour_000000")
+    assert work(it).stat().st_mtime_ns == first  # cached: same media, backbones and config
+    changed = FeatureExtractor(ExtractionConfig(device="cpu", context_words=8))
+    changed._models = extractor._models  # same backbones, another text context
+    assert not changed.is_current(tmp_path / "run" / "chunks" / "astronaut_tour_000000.npz",
+                                  media / "astronaut_tour.mp4", 0.0)
+    fc = FeatureCache.load(feature_job_work(media, tmp_path / "run", changed)(it))
+    assert fc.extraction["context_words"] == 8

@@ -1,0 +1,101 @@
+"""Transcript readers: TextGrid, SRT, VTT, TSV, Algonauts 2025 TSV; and their errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinytribe.features.words import TranscriptError, Word, find_transcript, read_transcript
+
+TEXTGRID = '''File type = "ooTextFile"
+Object class = "TextGrid"
+xmin = 0
+xmax = 3.0
+tiers? <exists>
+size = 2
+item []:
+    item [1]:
+        class = "IntervalTier"
+        name = "phones"
+        xmin = 0
+        xmax = 3.0
+        intervals: size = 1
+        intervals [1]:
+            xmin = 0
+            xmax = 3.0
+            text = "AH"
+    item [2]:
+        class = "IntervalTier"
+        name = "words"
+        xmin = 0
+        xmax = 3.0
+        intervals: size = 4
+        intervals [1]:
+            xmin = 0
+            xmax = 0.5
+            text = "sp"
+        intervals [2]:
+            xmin = 0.5
+            xmax = 1.1
+            text = "hello"
+        intervals [3]:
+            xmin = 1.1
+            xmax = 2.0
+            text = "world"
+        intervals [4]:
+            xmin = 2.0
+            xmax = 3.0
+            text = ""
+'''
+
+
+def test_textgrid_word_tier_skips_silence(tmp_path):
+    p = tmp_path / "a.TextGrid"
+    p.write_text(TEXTGRID)
+    assert read_transcript(p) == [Word("hello", 0.5, pytest.approx(0.6)), Word("world", 1.1, pytest.approx(0.9))]
+
+
+def test_srt_and_vtt(tmp_path):
+    srt = tmp_path / "a.srt"
+    srt.write_text("1\n00:00:01,000 --> 00:00:02,000\nHello there\n\n2\n00:00:03,500 --> 00:00:04,500\n<i>General</i> Kenobi\n")
+    words = read_transcript(srt)
+    assert [w.word for w in words] == ["Hello", "there", "General", "Kenobi"]
+    assert [w.onset for w in words] == [1.0, 1.5, 3.5, 4.0] and words[0].duration == 0.5
+    vtt = tmp_path / "a.vtt"
+    vtt.write_text("WEBVTT\n\n00:01.000 --> 00:02.000\n<v Ana>Hello there\n")
+    assert [(w.word, w.onset) for w in read_transcript(vtt)] == [("Hello", 1.0), ("there", 1.5)]
+
+
+def test_plain_tsv_and_algonauts_tsv(tmp_path):
+    plain = tmp_path / "p.tsv"
+    plain.write_text("word\tonset\tduration\nthe\t0.2\t0.1\ndog\t0.4\t0.3\n")
+    assert read_transcript(plain) == [Word("the", 0.2, 0.1), Word("dog", 0.4, 0.3)]
+    alg = tmp_path / "friends_s01e01a.tsv"
+    alg.write_text("text_per_tr\twords_per_tr\tonsets_per_tr\tdurations_per_tr\n"
+                   "\t[]\t[]\t[]\n"
+                   "Hi Ross.\t['Hi', 'Ross.']\t[1.6, 1.9]\t[0.2, 0.4]\n"
+                   "\t[]\t[]\t[]\n"
+                   "How are\t['How', 'are']\t[4.5, 4.7]\t[0.2, 0.1]\n")
+    assert [(w.word, w.onset) for w in read_transcript(alg)] == [("Hi", 1.6), ("Ross.", 1.9), ("How", 4.5), ("are", 4.7)]
+    alg.write_text("text_per_tr\twords_per_tr\tonsets_per_tr\tdurations_per_tr\nx\t['a', 'b']\t[1.0]\t[0.1, 0.2]\n")
+    with pytest.raises(TranscriptError, match=r"friends_s01e01a.tsv: row 2 has 2 words, 1 onsets"):
+        read_transcript(alg)
+
+
+def test_transcript_errors(tmp_path, media_dir):
+    bad = tmp_path / "notes.docx"
+    bad.write_text("x")
+    with pytest.raises(TranscriptError, match="notes.docx: unsupported transcript format '.docx'"):
+        read_transcript(bad)
+    with pytest.raises(TranscriptError, match="gone.srt: no such transcript"):
+        read_transcript(tmp_path / "gone.srt")
+    late = tmp_path / "late.srt"
+    late.write_text("1\n00:01:00,000 --> 00:01:01,000\nlate words\n")
+    with pytest.raises(TranscriptError, match=r"late.srt: words run to 60.5 s, past the media's 24.0 s"):
+        read_transcript(late, duration_s=24.0)
+    wrong = tmp_path / "w.tsv"
+    wrong.write_text("a\tb\n1\t2\n")
+    with pytest.raises(TranscriptError, match="w.tsv: TSV needs columns word, onset, duration"):
+        read_transcript(wrong)
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    (tmp_path / "clip.srt").write_text("")
+    assert find_transcript(tmp_path / "clip.mp4") == tmp_path / "clip.srt"

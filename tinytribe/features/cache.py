@@ -1,0 +1,72 @@
+"""The feature job: one manifest item = one chunk of one stimulus, cached, then stitched per stimulus.
+
+Chunk files go to ``<out>/chunks/<item id>.npz``; once every chunk of a stimulus is done they are
+joined into ``<out>/<stimulus>.npz`` (the feature-cache format that studies point to). A chunk whose
+file was made from the same media bytes with the same backbones and config is not extracted again;
+a changed config or backbone re-extracts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tinytribe.features.extract import FeatureExtractor, stitch
+from tinytribe.features.words import TRANSCRIPT_SUFFIXES, read_transcript
+from tinytribe.formats import FeatureCache, Manifest, ManifestItem
+
+
+def is_transcript(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in TRANSCRIPT_SUFFIXES
+
+
+def transcript_durations(paths: list[Path]) -> dict[str, float]:
+    """Durations of transcript-only stimuli: the end of their last word."""
+    out = {}
+    for p in paths:
+        words = read_transcript(p)
+        out[str(p)] = max((w.end for w in words), default=0.0)
+    return out
+
+
+def feature_job_work(media_root: str | Path, out_dir: str | Path, extractor: FeatureExtractor
+                     ) -> Callable[[ManifestItem], Path]:
+    """Work for a ``features`` manifest (see ``tinytribe.runner.run_job``)."""
+    media_root, out_dir = Path(media_root), Path(out_dir)
+
+    def work(item: ManifestItem) -> Path:
+        src = media_root / item.source
+        out = out_dir / "chunks" / f"{item.id}.npz"
+        if out.exists() and extractor.is_current(out, src, item.start_s):
+            return out
+        if is_transcript(src):
+            fc = extractor.extract(None, transcript=src, stimulus_id=src.stem, start_s=item.start_s,
+                                   end_s=item.end_s, duration_s=item.end_s)
+        else:
+            fc = extractor.extract(src, stimulus_id=src.stem, start_s=item.start_s, end_s=item.end_s)
+        return fc.save(out)
+
+    return work
+
+
+def stitch_done(manifest_path: str | Path, out_dir: str | Path) -> list[Path]:
+    """Join the chunks of every stimulus whose items are all done; returns the stimulus files written."""
+    manifest_path, out_dir = Path(manifest_path), Path(out_dir)
+    m = Manifest.load(manifest_path)
+    by_source: dict[str, list[ManifestItem]] = {}
+    for it in m.items:
+        by_source.setdefault(it.source, []).append(it)
+    written = []
+    for source, items in sorted(by_source.items()):
+        if not all(it.status == "done" for it in items):
+            continue
+        dest = out_dir / f"{Path(source).stem}.npz"
+        chunks = [FeatureCache.load(manifest_path.parent / it.output) for it in items]
+        whole = stitch(chunks)
+        if dest.exists():
+            old = FeatureCache.load(dest)
+            if old.source_sha256 == whole.source_sha256 and old.n_steps == whole.n_steps and \
+                    old.extraction == whole.extraction and old.backbones == whole.backbones:
+                continue
+        written.append(whole.save(dest))
+    return written

@@ -1,0 +1,279 @@
+"""Raw media -> per-modality features on a 2 Hz grid, cached (feature-cache format, docs/FORMATS.md).
+
+Step ``i`` of a window starting at ``start_s`` covers ``[start_s + i / rate, start_s + (i + 1) / rate)``:
+
+- video: the frame on screen at the step's centre, through the video backbone;
+- audio: the Whisper-Tiny encoder on 30 s windows aligned to multiples of 30 s of stimulus time
+  (so a chunk and the whole file see the same windows), its 50 Hz frames averaged per step;
+- text: each word embedded with the words before it, placed at its onset; a step takes the mean of
+  the words starting in it, or carries the last value forward for up to ``carry_max_s`` of silence.
+
+Masks mark steps with content; a file without audio has audio and ASR-text masks of 0.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from tinytribe._io import sha256_file
+from tinytribe.config import to_dict
+from tinytribe.features.decode import MediaError, iter_audio, probe_media, sample_frames
+from tinytribe.features.words import Word, find_transcript, read_transcript
+from tinytribe.formats import FeatureCache
+from tinytribe.provenance import provenance
+
+DIMS = {"minilm": 384, "whisper-tiny": 384, "efficientnet-lite0": 1280, "mobilevit-s": 640}
+AUDIO_WINDOW_S = 30.0
+ENCODER_HZ = 50.0
+
+
+@dataclass
+class ExtractionConfig:
+    """How features are made. Everything here except ``device`` and ``video_batch`` is part of the cache key."""
+
+    rate_hz: float = 2.0
+    text: str = "minilm"
+    audio: str = "whisper-tiny"
+    video: str = "efficientnet-lite0"
+    text_model: str | None = None  # None: the offline copy; else a folder or hub id
+    video_model: str | None = None
+    asr_model: str | None = None
+    context: Literal["words", "sentence"] = "words"
+    context_words: int = 32
+    text_fill: Literal["carry", "none"] = "carry"
+    carry_max_s: float = 5.0
+    asr: bool = True  # transcribe the audio when no transcript is given
+    asr_lead_s: float = 30.0  # speech before a chunk transcribed for the context of its first words
+    video_batch: int = 32
+    device: str = "auto"
+
+    def key(self) -> dict:
+        return {k: v for k, v in to_dict(self).items() if k not in ("device", "video_batch")}
+
+
+def _frame_size(backbone, width: int, height: int) -> tuple[int, int]:
+    """(w, h) to scale a frame to so that its short side is ``backbone.resize``."""
+    s = backbone.resize / min(width, height)
+    return max(backbone.crop, round(width * s)), max(backbone.crop, round(height * s))
+
+
+def _centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    y, x = (h - size) // 2, (w - size) // 2
+    return img[y:y + size, x:x + size]
+
+
+class FeatureExtractor:
+    """Loads the backbones once and extracts features of any number of stimuli."""
+
+    def __init__(self, config: ExtractionConfig | None = None):
+        self.config = config or ExtractionConfig()
+        self._models: dict[str, object] = {}
+        self.timings: dict[str, float] = {}
+
+    def _device(self) -> str:
+        if self.config.device != "auto":
+            return self.config.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def backbone(self, modality: str):
+        if modality not in self._models:
+            from tinytribe.features.backbones import load_backbone
+
+            c = self.config
+            if modality == "text":
+                self._models[modality] = load_backbone(c.text, model=c.text_model, device=self._device())
+            elif modality == "audio":
+                self._models[modality] = load_backbone(c.audio, model=c.asr_model, device=self._device())
+            else:
+                kw = {"weights": c.video_model} if c.video == "efficientnet-lite0" else {"model": c.video_model}
+                if c.video == "mobilevit-s" and c.video_model == "random-init":
+                    kw = {"random_init": True}
+                self._models[modality] = load_backbone(c.video, device=self._device(), **kw)
+        return self._models[modality]
+
+    def _timed(self, what: str, t0: float) -> None:
+        self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - t0
+
+    def backbones_meta(self) -> dict[str, dict]:
+        c = self.config
+        names = {"text": c.text, "audio": c.audio, "video": c.video}
+        layers = {"text": "mean-pooled sentence embedding", "audio": "encoder output, mean per step",
+                  "video": "global-average-pooled last feature map"}
+        return {m: {"name": n, "revision": self.backbone(m).revision, "layer": layers[m], "dim": DIMS[n]}
+                for m, n in names.items()}
+
+    # -- modalities ------------------------------------------------------------------------------
+
+    def _video(self, media: Path, info, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bb = self.backbone("video")
+        feats = np.zeros((times.size, bb.dim), np.float32)
+        mask = np.zeros(times.size, bool)
+        size = _frame_size(bb, info.width, info.height)
+        batch_idx, batch = [], []
+
+        def flush() -> None:
+            t0 = time.perf_counter()
+            feats[batch_idx] = bb.encode(np.stack(batch))
+            mask[batch_idx] = True
+            batch_idx.clear()
+            batch.clear()
+            self._timed("video backbone", t0)
+
+        t0 = time.perf_counter()
+        for i, img in sample_frames(media, times, size):
+            batch_idx.append(i)
+            batch.append(_centre_crop(img, bb.crop))
+            if len(batch) == self.config.video_batch:
+                self._timed("decode video", t0)
+                flush()
+                t0 = time.perf_counter()
+        self._timed("decode video", t0)
+        if batch:
+            flush()
+        if not mask.any():
+            raise MediaError(f"{media}: no decodable video frames")
+        return feats, mask
+
+    def _audio(self, media: Path, start: float, end: float, n: int, rate: float
+               ) -> tuple[np.ndarray, np.ndarray, list[Word]]:
+        enc = self.backbone("audio")
+        sums = np.zeros((n, enc.dim), np.float64)
+        counts = np.zeros(n, np.int64)
+        words: list[Word] = []
+        want_asr = self.config.asr
+        first = math.floor(max(start - (self.config.asr_lead_s if want_asr else 0.0), 0.0) / AUDIO_WINDOW_S) * AUDIO_WINDOW_S
+        last = math.ceil(end / AUDIO_WINDOW_S) * AUDIO_WINDOW_S  # whole windows, as a whole-file pass sees them
+        t0 = time.perf_counter()
+        for w0, samples in iter_audio(media, first, last, AUDIO_WINDOW_S):
+            self._timed("decode audio", t0)
+            if want_asr:
+                t1 = time.perf_counter()
+                words += [Word(w.word, w.onset + w0, w.duration) for w in enc.transcribe(samples)]
+                self._timed("ASR", t1)
+            if w0 + samples.size / 16_000 > start:
+                t1 = time.perf_counter()
+                frames = enc.encode_window(samples)  # (k, 384) at 50 Hz
+                self._timed("audio backbone", t1)
+                ft = w0 + np.arange(frames.shape[0]) / ENCODER_HZ  # frame start times
+                step = np.floor((ft - start) * rate + 1e-9).astype(np.int64)
+                keep = (step >= 0) & (step < n)
+                np.add.at(sums, step[keep], frames[keep])
+                np.add.at(counts, step[keep], 1)
+            t0 = time.perf_counter()
+        mask = counts > 0
+        feats = np.where(mask[:, None], sums / np.maximum(counts, 1)[:, None], 0.0).astype(np.float32)
+        return feats, mask, words
+
+    def _text(self, words: list[Word], start: float, n: int, rate: float) -> tuple[np.ndarray, np.ndarray]:
+        c = self.config
+        bb = self.backbone("text")
+        feats = np.zeros((n, bb.dim), np.float32)
+        mask = np.zeros(n, bool)
+        end = start + n / rate
+        chosen = [i for i, w in enumerate(words) if w.onset < end]
+        before = [i for i in chosen if words[i].onset < start]
+        inside = [i for i in chosen if words[i].onset >= start]
+        use = ([before[-1]] if before and c.text_fill == "carry" else []) + inside
+        if not use:
+            return feats, mask
+        texts = []
+        for i in use:
+            if c.context == "sentence":
+                j = i
+                while j > 0 and not words[j - 1].word.rstrip().endswith((".", "?", "!")):
+                    j -= 1
+                ctx = words[j:i + 1]
+            else:
+                ctx = words[max(0, i - c.context_words + 1):i + 1]
+            texts.append(" ".join(w.word for w in ctx))
+        t0 = time.perf_counter()
+        emb = bb.encode(texts)  # (len(use), 384)
+        self._timed("text backbone", t0)
+        bins: dict[int, list[int]] = {}
+        for k, i in enumerate(use):
+            bins.setdefault(max(int(math.floor((words[i].onset - start) * rate + 1e-9)), -1), []).append(k)
+        last, last_end = None, -math.inf
+        for s in range(-1, n):
+            if s in bins:
+                last = emb[bins[s]].mean(axis=0)
+                last_end = max(words[use[k]].end for k in bins[s])
+                if s >= 0:
+                    feats[s], mask[s] = last, True
+            elif s >= 0 and last is not None and c.text_fill == "carry" and start + s / rate - last_end < c.carry_max_s:
+                feats[s], mask[s] = last, True
+        return feats, mask
+
+    # -- a stimulus ------------------------------------------------------------------------------
+
+    def extract(self, media: str | Path | None, *, stimulus_id: str | None = None, transcript: str | Path | None = None,
+                start_s: float = 0.0, end_s: float | None = None, duration_s: float | None = None) -> FeatureCache:
+        """Features of ``[start_s, end_s)`` of one stimulus (the whole of it by default).
+
+        Args:
+            media: a video or audio file; None for a transcript-only stimulus.
+            transcript: word timings to use instead of ASR (TextGrid, SRT, VTT, TSV); by default a
+                transcript beside the media with the same stem is used when there is one.
+            duration_s: the stimulus length for a transcript-only stimulus (default: the last word's end).
+        """
+        c = self.config
+        media = Path(media) if media is not None else None
+        info = probe_media(media) if media is not None else None
+        if transcript is None and media is not None:
+            transcript = find_transcript(media)
+        words = read_transcript(transcript, info.duration_s if info else None) if transcript else None
+        if info is None and words is None:
+            raise ValueError("a stimulus needs a media file or a transcript")
+        duration = info.duration_s if info else (duration_s or (words[-1].end if words else 0.0))
+        end = min(end_s if end_s is not None else duration, duration)
+        if end - start_s <= 0:
+            raise MediaError(f"{media or transcript}: nothing to extract between {start_s:g} s and {end:g} s "
+                             f"(duration {duration:g} s)")
+        rate = c.rate_hz
+        n = math.ceil((end - start_s) * rate - 1e-9)
+        centres = start_s + (np.arange(n) + 0.5) / rate
+        feats = {m: np.zeros((n, DIMS[getattr(c, m)]), np.float32) for m in ("text", "audio", "video")}
+        masks = {m: np.zeros(n, bool) for m in feats}
+        if info is not None and info.has_video:
+            feats["video"], masks["video"] = self._video(media, info, centres)
+        asr_words: list[Word] = []
+        if info is not None and info.has_audio:
+            feats["audio"], masks["audio"], asr_words = self._audio(media, start_s, end, n, rate)
+        text_words = words if words is not None else (asr_words if c.asr else [])
+        if text_words:
+            feats["text"], masks["text"] = self._text(text_words, start_s, n, rate)
+        src = media or Path(transcript)
+        return FeatureCache(stimulus_id=stimulus_id or src.stem, rate_hz=rate, t0_s=float(start_s), features=feats,
+                            masks=masks, backbones=self.backbones_meta(), extraction=c.key(), source=str(src),
+                            source_sha256=sha256_file(src), provenance=provenance())
+
+    def is_current(self, path: Path, source: Path, start_s: float) -> bool:
+        """Whether the cache file at ``path`` was made from this source with these backbones and config."""
+        try:
+            fc = FeatureCache.load(path)
+        except Exception:
+            return False
+        return (fc.source_sha256 == sha256_file(source) and fc.extraction == self.config.key()
+                and fc.backbones == self.backbones_meta() and abs(fc.t0_s - start_s) < 1e-9)
+
+
+def stitch(chunks: list[FeatureCache]) -> FeatureCache:
+    """Join consecutive chunk caches of one stimulus into one (they must abut exactly)."""
+    chunks = sorted(chunks, key=lambda c: c.t0_s)
+    first = chunks[0]
+    for a, b in zip(chunks, chunks[1:]):
+        if abs(a.t0_s + a.n_steps / a.rate_hz - b.t0_s) > 1e-6 or a.source_sha256 != b.source_sha256:
+            raise ValueError(f"chunks of {first.stimulus_id} do not abut at {b.t0_s} s (or come from different files)")
+    return FeatureCache(stimulus_id=first.stimulus_id, rate_hz=first.rate_hz, t0_s=first.t0_s,
+                        features={m: np.concatenate([c.features[m] for c in chunks]) for m in first.features},
+                        masks={m: np.concatenate([c.masks[m] for c in chunks]) for m in first.masks},
+                        backbones=first.backbones, extraction=first.extraction, source=first.source,
+                        source_sha256=first.source_sha256, provenance=provenance())

