@@ -64,25 +64,17 @@ from pathlib import Path
 
 import tinytribe
 from tinytribe import budget as bd
-from tinytribe import doctor
 from tinytribe import manifest as mf
 from tinytribe.eval.plots import load_probe_outputs, plot_media_probe
 from tinytribe.features.decode import MEDIA_SUFFIXES
 from tinytribe.runner import media_probe_work, run_job
-from tinytribe.sync import RunSync, open_remote
+from tinytribe.session import Session
 
 media_root = Path(media_dir) if media_dir else Path(tinytribe.__file__).parent / "assets" / "media"
 run_root = Path(run_dir)
 manifest_path = run_root / "manifest.json"
-platform = bd.detect_platform()
-doctor.configure_caches(platform)
-session = bd.SessionBudget.for_platform(platform, reserve_s=reserve_s)
-sync = RunSync(open_remote(sync_remote), run_root) if sync_remote else None
-if sync:
-    sync.acquire()
-    print(sync.restore().line("restored"))
-doctor.run(run_dir=run_root, budget=session, sync=sync, ledger_path=run_root / "quota_ledger.json",
-           account=account, planned=f"probe every {chunk_s:g} s chunk of the media in {media_root}")
+session = Session.start(run_root, account=account, sync_remote=sync_remote, reserve_s=reserve_s,
+                        planned=f"probe every {chunk_s:g} s chunk of the media in {media_root}")
 
 # %% [markdown]
 # ## 1. The job manifest
@@ -107,24 +99,17 @@ for it in manifest.items[:5]:
 # stops when the session budget says one more item would not fit.
 
 # %%
-loop_budget = session if session_limit_s is None else bd.SessionBudget.starting_now(session_limit_s, reserve_s)
-report = run_job(manifest_path, media_probe_work(media_root, run_root / "probe"), budget=loop_budget,
-                 after_item=sync.push_every(sync_every_s) if sync else None)
+report = run_job(manifest_path, media_probe_work(media_root, run_root / "probe"),
+                 budget=session.loop_budget(session_limit_s), after_item=session.pusher(sync_every_s))
 print(report.line())
 
 # %%
-ledger_path = run_root / "quota_ledger.json"
-ledger = bd.QuotaLedger.load(ledger_path)
-ledger.record(bd.LedgerSession(account=account, platform=platform, started_at=session.started_at,
-                               ended_at=session.clock(), gpu=bd.has_accelerator(), job="probe"))
-ledger.save(ledger_path)
-week_h = ledger.gpu_hours(account, at=session.clock())
-limit_h = bd.BudgetConfig().weekly_gpu_h(platform)
-print(f"quota this week for {account!r} on {platform}: {week_h:.2f} GPU-h used"
+session.finish(job="probe")
+ledger = bd.QuotaLedger.load(run_root / "quota_ledger.json")
+week_h = ledger.gpu_hours(account, at=session.budget.clock())
+limit_h = bd.BudgetConfig().weekly_gpu_h(session.platform)
+print(f"quota this week for {account!r} on {session.platform}: {week_h:.2f} GPU-h used"
       + (f" of {limit_h:.0f}" if limit_h else " (no weekly limit)"))
-if sync:
-    print(sync.push().line("pushed"))
-    sync.release()
 
 # %% [markdown]
 # ## 3. What the media look like

@@ -18,11 +18,12 @@ for c in python3.11 python3; do
 done
 [ -n "$PY" ] || { echo "setup: needs Python 3.10 or newer (3.11 recommended)" >&2; exit 1; }
 
-# System packages: venv (Debian/Ubuntu ship it separately) and rclone (the sync backend; the tests
-# serve a loopback remote with it). Installed only when missing.
+# System packages, installed only when missing: venv (Debian/Ubuntu ship it separately), rclone (the
+# sync backend; the tests serve a loopback remote with it), espeak-ng (speech for the tests and demo).
 missing=""
 "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$missing python3-venv"
 command -v rclone >/dev/null 2>&1 || missing="$missing rclone"
+command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
 if [ -n "$missing" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,3 +37,51 @@ def subprocess_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebDav:
+    """``rclone serve webdav`` of a folder on 127.0.0.1, with a client config naming it ``dav``."""
+
+    def __init__(self, root: Path, conf_dir: Path):
+        self.root, self.port = root, _free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        password = "s3cr3t-dav-password"
+        obscured = subprocess.run(["rclone", "obscure", password], capture_output=True, text=True, check=True).stdout.strip()
+        self.conf_text = (f"[dav]\ntype = webdav\nurl = http://127.0.0.1:{self.port}\nvendor = other\n"
+                          f"user = tt\npass = {obscured}\n")
+        self.conf = conf_dir / "rclone.conf"
+        self.conf.write_text(self.conf_text)
+        self.password = password
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["rclone", "serve", "webdav", str(self.root), "--addr", f"127.0.0.1:{self.port}",
+                                      "--user", "tt", "--pass", self.password], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("rclone serve webdav did not start")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def webdav(tmp_path):
+    if shutil.which("rclone") is None:
+        pytest.fail("rclone is not installed: scripts/setup.sh installs it (apt-get install rclone)")
+    server = WebDav(tmp_path / "dav-root", tmp_path)
+    yield server
+    server.kill()

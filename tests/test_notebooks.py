@@ -67,3 +67,24 @@ def test_setup_notebook_stops_on_budget_then_resumes(tmp_path):
     assert _has_png(second), "the media figure is missing"
     ledger = json.loads((run / "quota_ledger.json").read_text())
     assert len(ledger["sessions"]) == 2
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_extract_notebook_stops_resumes_and_stitches(tmp_path):
+    run = tmp_path / "run"
+    first = run_notebook("01_extract_features", tmp_path / "exec1",
+                         {"run_dir": str(run), "chunk_s": 12.0, "session_limit_s": 0.1, "device": "cpu"}, cwd=tmp_path)
+    s1 = mf.summarize(Manifest.load(run / "manifest.json"))
+    assert s1.total == 5 and s1.done == 1 and "stopped on the session budget" in _text_outputs(first)
+    second = run_notebook("01_extract_features", tmp_path / "exec2", {"run_dir": str(run), "chunk_s": 12.0,
+                                                                      "device": "cpu"}, cwd=tmp_path)
+    m = Manifest.load(run / "manifest.json")
+    assert mf.summarize(m).done == 5
+    text = _text_outputs(second)
+    assert "stitched 3 stimuli" in text and "video backbone" in text and "ASR" in text
+    assert _has_png(second)
+    from tinytribe.formats import FeatureCache
+
+    fc = FeatureCache.load(run / "astronaut_tour.npz")
+    assert fc.n_steps == 48 and fc.masks["video"].all()

@@ -16,8 +16,6 @@ from tinytribe import manifest as mf
 from tinytribe.cli import run_notebook
 from tinytribe.formats import Manifest
 
-from test_sync import webdav  # noqa: F401  (the loopback WebDAV server fixture)
-
 MARKER = "ya29.SECRET-MARKER-a1b2c3d4e5"
 
 
@@ -34,7 +32,7 @@ def all_text(*roots: Path) -> str:
 
 
 @pytest.mark.notebook
-def test_kaggle_like_rehearsal(tmp_path, webdav, media_dir, monkeypatch):  # noqa: F811
+def test_kaggle_like_rehearsal(tmp_path, webdav, media_dir, monkeypatch):
     kaggle = tmp_path / "kaggle"
     media = kaggle / "input" / "tinytribe-media"
     shutil.copytree(media_dir, media)

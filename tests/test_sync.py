@@ -4,9 +4,6 @@ mid-upload), and pydrive2 against a local stand-in of the Drive API."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,8 +13,7 @@ import pytest
 import sys
 
 from tinytribe._io import sha256_file
-from tinytribe.sync import (INDEX_KEY, LOCK_KEY, FolderRemote, RcloneRemote, RemoteError, RunSync, SyncLockedError,
-                            open_remote)
+from tinytribe.sync import FolderRemote, RcloneRemote, RemoteError, RunSync, SyncLockedError, open_remote
 
 
 def make_run(root: Path, big_mb: int = 0) -> dict[str, str]:
@@ -117,55 +113,7 @@ def test_restore_refuses_corrupted_remote_files(tmp_path):
     assert not (tmp_path / "fresh" / "teacher" / "a_000000.npz").exists()
 
 
-# -- rclone against a real WebDAV server on loopback ---------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class WebDav:
-    """``rclone serve webdav`` of a folder on 127.0.0.1, with a client config naming it ``dav``."""
-
-    def __init__(self, root: Path, conf_dir: Path):
-        self.root, self.port = root, _free_port()
-        root.mkdir(parents=True, exist_ok=True)
-        password = "s3cr3t-dav-password"
-        obscured = subprocess.run(["rclone", "obscure", password], capture_output=True, text=True, check=True).stdout.strip()
-        self.conf_text = (f"[dav]\ntype = webdav\nurl = http://127.0.0.1:{self.port}\nvendor = other\n"
-                          f"user = tt\npass = {obscured}\n")
-        self.conf = conf_dir / "rclone.conf"
-        self.conf.write_text(self.conf_text)
-        self.password = password
-        self.proc = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["rclone", "serve", "webdav", str(self.root), "--addr", f"127.0.0.1:{self.port}",
-                                      "--user", "tt", "--pass", self.password], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("rclone serve webdav did not start")
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-@pytest.fixture
-def webdav(tmp_path):
-    if shutil.which("rclone") is None:
-        pytest.fail("rclone is not installed: scripts/setup.sh installs it (apt-get install rclone)")
-    server = WebDav(tmp_path / "dav-root", tmp_path)
-    yield server
-    server.kill()
-
+# -- rclone against a real WebDAV server on loopback (tests/conftest.py serves it) -------------------
 
 def test_rclone_webdav_push_restore(webdav, tmp_path):
     check_push_restore(RcloneRemote("dav:runs/r1", config_path=webdav.conf, timeout_s=5), tmp_path)
@@ -237,6 +185,8 @@ def test_two_rclone_remotes_in_one_process_reach_their_own_servers(tmp_path):
     """rclone_python keeps its first config path process-wide; each remote must pass its own."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
+    from conftest import WebDav
+
     a, b = WebDav(tmp_path / "root-a", tmp_path / "a"), WebDav(tmp_path / "root-b", tmp_path / "b")
     try:
         RcloneRemote("dav:x", config_path=a.conf, timeout_s=5).write_bytes("f.txt", b"for a")

@@ -46,3 +46,27 @@ def plot_media_probe(outputs: dict[str, dict[str, np.ndarray]]):
     axes[-1, 0].set_xlabel("stimulus time (s)")
     fig.tight_layout()
     return fig
+
+
+def plot_features(fc, max_dims: int = 64):
+    """Heat-maps of a feature cache: per modality, the first ``max_dims`` dimensions (z-scored) over
+    time, with steps whose mask is 0 greyed out."""
+    import matplotlib.pyplot as plt
+
+    mods = list(fc.features)
+    fig, axes = plt.subplots(len(mods), 1, figsize=(9, 1.6 * len(mods) + 0.6), squeeze=False, sharex=True)
+    t = fc.times()
+    for ax, m in zip(axes[:, 0], mods):
+        x = fc.features[m][:, :max_dims].astype(np.float32)
+        x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+        x[~fc.masks[m]] = np.nan
+        ax.imshow(x.T, aspect="auto", cmap="RdBu_r", vmin=-3, vmax=3, interpolation="nearest",
+                  extent=(t[0], t[-1] + 1 / fc.rate_hz, max_dims, 0))
+        ax.set_facecolor("0.85")
+        name = fc.backbones[m]["name"]
+        ax.set_ylabel(f"{m}\n({name})", fontsize=8)
+        ax.text(1.005, 0.5, f"{fc.masks[m].mean():.0%}\npresent", transform=ax.transAxes, fontsize=7, va="center")
+    axes[0, 0].set_title(f"{fc.stimulus_id}: features at {fc.rate_hz:g} Hz (grey: no content)", fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("stimulus time (s)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,129 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Extract features
+#
+# The three tiny frozen backbones turn every stimulus into feature sequences at 2 Hz, cached once
+# and reused by every training phase:
+#
+# - **text**: words (from a transcript beside the media -- TextGrid, SRT, VTT, TSV, Algonauts TSV --
+#   or from Whisper tiny.en speech recognition) embedded with their preceding context by all-MiniLM-L6-v2;
+# - **audio**: the Whisper-Tiny encoder on 30 s windows, averaged per 0.5 s step;
+# - **video**: EfficientNet-Lite0 (offline default) or MobileViT-S on the frame at each step's centre.
+#
+# The job is a manifest of chunks: a budgeted, resumable loop extracts them, a killed run loses
+# nothing done, and finished stimuli are stitched into `features/<stimulus>.npz`. Files that cannot
+# be read are recorded as `failed` with the reason; the rest of the run completes.
+
+# %% tags=["parameters"]
+media_dir = None  # folder of media (and transcripts); None: the examples bundled with tinytribe
+run_dir = "runs/features"  # manifest, chunk caches, stitched features
+chunk_s = 60.0  # seconds of stimulus per manifest item (a multiple of 0.5 s)
+video_backbone = "efficientnet-lite0"  # or "mobilevit-s" with video_model set to its weights
+video_model = None  # weights for the video backbone; None: the offline copy
+device = "auto"  # "cpu", "cuda" or "auto"
+session_limit_s = None  # None: this platform's session limit; a number: seconds for the loop
+reserve_s = 0.0
+account = "default"
+sync_remote = None  # "folder:...", "rclone:remote:folder" or "gdrive:<id>"
+sync_every_s = 300.0
+tinytribe_source = None  # on Kaggle/Colab: a pinned pip source
+
+# %%
+# Install tinytribe when this kernel lacks it (a fresh Kaggle or Colab session), from the pinned source.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("tinytribe") is None:
+    if not tinytribe_source:
+        raise RuntimeError("tinytribe is not installed: set tinytribe_source to a pinned git tag or wheel")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", tinytribe_source], check=True)
+
+# %%
+from pathlib import Path
+
+import tinytribe
+from tinytribe import manifest as mf
+from tinytribe.eval.plots import plot_features
+from tinytribe.features.cache import feature_job_work, is_transcript, stitch_done, transcript_durations
+from tinytribe.features.decode import MEDIA_SUFFIXES
+from tinytribe.features.extract import ExtractionConfig, FeatureExtractor
+from tinytribe.formats import FeatureCache, Manifest
+from tinytribe.runner import run_job
+from tinytribe.session import Session
+
+media_root = Path(media_dir) if media_dir else Path(tinytribe.__file__).parent / "assets" / "media"
+run_root = Path(run_dir)
+manifest_path = run_root / "manifest.json"
+session = Session.start(run_root, account=account, sync_remote=sync_remote, reserve_s=reserve_s,
+                        planned=f"features of the media in {media_root}, {chunk_s:g} s chunks")
+
+# %% [markdown]
+# ## The job
+# One item per chunk of each media file; a transcript with no media beside it is a text-only stimulus.
+
+# %%
+files = sorted(p for p in media_root.iterdir() if p.is_file())
+media = [p for p in files if p.suffix.lower() in MEDIA_SUFFIXES]
+texts_only = [p for p in files if is_transcript(p) and not any(m.stem == p.stem for m in media)]
+
+
+def build() -> mf.Manifest:
+    return mf.build_manifest(media + texts_only, job="features", chunk_s=chunk_s, relative_to=media_root,
+                             durations=transcript_durations(texts_only),
+                             on_error=lambda src, err: print(f"skipped: {err}"))
+
+
+manifest = mf.load_or_build(manifest_path, build)
+print(f"{manifest_path}: {mf.summarize(manifest).line()}")
+
+# %% [markdown]
+# ## Extraction, budgeted and resumable
+
+# %%
+extractor = FeatureExtractor(ExtractionConfig(video=video_backbone, video_model=video_model, device=device))
+report = run_job(manifest_path, feature_job_work(media_root, run_root, extractor),
+                 budget=session.loop_budget(session_limit_s), after_item=session.pusher(sync_every_s))
+stitched = stitch_done(manifest_path, run_root)
+print(report.line())
+print(f"stitched {len(stitched)} stimuli: {', '.join(p.name for p in stitched) or '-'}")
+
+# %%
+m = Manifest.load(manifest_path)
+media_s = sum(it.duration_s for it in m.items if it.id in report.processed)
+print(f"{'stage':<16}{'seconds':>9}{'s per s of media':>18}")
+for stage, secs in sorted(extractor.timings.items()):
+    print(f"{stage:<16}{secs:>9.2f}{secs / max(media_s, 1e-9):>18.3f}")
+for it in m.items:
+    if it.status == "failed":
+        print(f"failed {it.id}: {it.last_error}")
+
+# %%
+session.finish(job="features")
+
+# %% [markdown]
+# ## What the features look like
+# Each modality's first 64 dimensions over time; grey where the modality has no content (no audio
+# track, silence before the first word, an audio-only story without video).
+
+# %%
+done = sorted(run_root.glob("*.npz"))
+for path in done[:3]:
+    fig = plot_features(FeatureCache.load(path))
+
+# %%
+print(f"{'finished' if report.summary.pending + report.summary.running == 0 else 'stopped'}: {report.line()}")
