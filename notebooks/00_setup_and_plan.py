@@ -46,6 +46,7 @@ account = "default"  # whose weekly quota this session uses (one Kaggle account 
 plan_hours = 15.0  # hours of stimulus to plan for (the design's "diverse video" list)
 sync_remote = None  # None, "folder:/content/drive/MyDrive/tinytribe/setup", "rclone:gdrive:tinytribe/setup", "gdrive:<id>"
 sync_every_s = 300.0  # push the run folder at most this often during the loop
+force_lock = False  # take the run folder's lock from a crashed session that still holds it
 tinytribe_source = None  # on Kaggle/Colab: a pinned pip source, e.g. "git+https://github.com/<you>/tiny-tribe@v0.1.0"
 
 # %%
@@ -74,7 +75,7 @@ media_root = Path(media_dir) if media_dir else Path(tinytribe.__file__).parent /
 run_root = Path(run_dir)
 manifest_path = run_root / "manifest.json"
 session = Session.start(run_root, account=account, sync_remote=sync_remote, reserve_s=reserve_s,
-                        planned=f"probe every {chunk_s:g} s chunk of the media in {media_root}")
+                        force_lock=force_lock, planned=f"probe every {chunk_s:g} s chunk of the media in {media_root}")
 
 # %% [markdown]
 # ## 1. The job manifest

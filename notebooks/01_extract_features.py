@@ -40,6 +40,7 @@ reserve_s = 0.0
 account = "default"
 sync_remote = None  # "folder:...", "rclone:remote:folder" or "gdrive:<id>"
 sync_every_s = 300.0
+force_lock = False  # take the run folder's lock from a crashed session that still holds it
 tinytribe_source = None  # on Kaggle/Colab: a pinned pip source
 
 # %%
@@ -70,7 +71,7 @@ media_root = Path(media_dir) if media_dir else Path(tinytribe.__file__).parent /
 run_root = Path(run_dir)
 manifest_path = run_root / "manifest.json"
 session = Session.start(run_root, account=account, sync_remote=sync_remote, reserve_s=reserve_s,
-                        planned=f"features of the media in {media_root}, {chunk_s:g} s chunks")
+                        force_lock=force_lock, planned=f"features of the media in {media_root}, {chunk_s:g} s chunks")
 
 # %% [markdown]
 # ## The job

@@ -67,3 +67,24 @@ def test_precision_and_kaggle_caches(monkeypatch, tmp_path):
     assert set_now["HF_HOME"] == str(tmp_path / ".cache" / "huggingface")
     assert not doctor.check(run_dir=tmp_path, budget=SessionBudget.starting_now(None)).problems
     assert doctor.configure_caches("colab") == {}
+
+
+def test_session_start_and_finish_with_a_remote(tmp_path, capsys):
+    from tinytribe.budget import QuotaLedger
+    from tinytribe.sync import SyncLockedError
+    from tinytribe.session import Session
+
+    remote = f"folder:{tmp_path / 'drive'}"
+    s = Session.start(tmp_path / "run", account="ana", sync_remote=remote, planned="nothing")
+    (tmp_path / "run" / "out.txt").write_text("result")
+    with pytest.raises(SyncLockedError, match="held by"):
+        Session.start(tmp_path / "other", sync_remote=remote)  # a second session is kept out
+    s.finish(job="probe")
+    assert "pushed" in capsys.readouterr().out
+    assert (tmp_path / "drive" / "out.txt").read_text() == "result"
+    assert QuotaLedger.load(tmp_path / "drive" / "quota_ledger.json").sessions[0].account == "ana"
+    crashed = Session.start(tmp_path / "b", sync_remote=remote)  # takes the lock, then "crashes"
+    assert crashed.sync is not None
+    again = Session.start(tmp_path / "c", sync_remote=remote, force_lock=True)
+    assert (tmp_path / "c" / "out.txt").read_text() == "result"  # restored
+    again.finish(job="probe")

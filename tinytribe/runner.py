@@ -53,7 +53,7 @@ def run_job(manifest_path: str | Path, work: Callable[[ManifestItem], Path | Non
         after_item: called after each finished or failed item (e.g. to sync outputs).
         progress: show a tqdm bar.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: papermill, Kaggle logs and terminals all show it
 
     manifest_path = Path(manifest_path)
     worker = worker or mf.default_worker()

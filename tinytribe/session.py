@@ -28,8 +28,12 @@ class Session:
 
     @classmethod
     def start(cls, run_dir: str | Path, *, account: str = "default", sync_remote: str | None = None,
-              reserve_s: float = 0.0, planned: str | None = None, needs_gpu: bool = False) -> "Session":
+              reserve_s: float = 0.0, planned: str | None = None, needs_gpu: bool = False,
+              force_lock: bool = False) -> "Session":
         """Keep caches out of Kaggle's output, restore and lock the run folder, run the doctor.
+
+        ``force_lock`` takes the run folder's lock even from a live lease (a session that crashed
+        without releasing it); never use it while another session is really running.
 
         Raises:
             DoctorError, SyncLockedError, RemoteError: the session should not start its work.
@@ -37,10 +41,11 @@ class Session:
         platform = detect_platform()
         doctor.configure_caches(platform)
         run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         budget = SessionBudget.for_platform(platform, reserve_s=reserve_s)
         sync = RunSync(open_remote(sync_remote), run_dir) if sync_remote else None
         if sync:
-            sync.acquire()
+            sync.acquire(force=force_lock)
             print(sync.restore().line("restored"))
         doctor.run(run_dir=run_dir, budget=budget, sync=sync, ledger_path=run_dir / "quota_ledger.json",
                    account=account, planned=planned, needs_gpu=needs_gpu)

@@ -143,13 +143,12 @@ class FeatureExtractor:
             raise MediaError(f"{media}: no decodable video frames")
         return feats, mask
 
-    def _audio(self, media: Path, start: float, end: float, n: int, rate: float
+    def _audio(self, media: Path, start: float, end: float, n: int, rate: float, want_asr: bool
                ) -> tuple[np.ndarray, np.ndarray, list[Word]]:
         enc = self.backbone("audio")
         sums = np.zeros((n, enc.dim), np.float64)
         counts = np.zeros(n, np.int64)
         words: list[Word] = []
-        want_asr = self.config.asr
         first = math.floor(max(start - (self.config.asr_lead_s if want_asr else 0.0), 0.0) / AUDIO_WINDOW_S) * AUDIO_WINDOW_S
         last = math.ceil(end / AUDIO_WINDOW_S) * AUDIO_WINDOW_S  # whole windows, as a whole-file pass sees them
         t0 = time.perf_counter()
@@ -246,7 +245,8 @@ class FeatureExtractor:
             feats["video"], masks["video"] = self._video(media, info, centres)
         asr_words: list[Word] = []
         if info is not None and info.has_audio:
-            feats["audio"], masks["audio"], asr_words = self._audio(media, start_s, end, n, rate)
+            feats["audio"], masks["audio"], asr_words = self._audio(media, start_s, end, n, rate,
+                                                                    want_asr=c.asr and words is None)
         text_words = words if words is not None else (asr_words if c.asr else [])
         if text_words:
             feats["text"], masks["text"] = self._text(text_words, start_s, n, rate)

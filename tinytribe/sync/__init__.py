@@ -88,12 +88,13 @@ class RunSync:
         remote: where the run folder lives between sessions.
         local_dir: the run folder of this session.
         owner: this session's name in the lock (default: host, pid and a random id).
-        lease_s: how long the lock holds without renewal (each push renews it).
+        lease_s: how long the lock holds without renewal (each push renews it); a session that died
+            without releasing it blocks others this long at most.
         attempts, backoff_s, max_backoff_s: retries of each remote operation, waiting backoff_s,
             2 * backoff_s, ... at most max_backoff_s between them.
     """
 
-    def __init__(self, remote: Remote, local_dir: str | Path, *, owner: str | None = None, lease_s: float = 3 * 3600,
+    def __init__(self, remote: Remote, local_dir: str | Path, *, owner: str | None = None, lease_s: float = 3600.0,
                  attempts: int = 6, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time):
         self.remote, self.local = remote, Path(local_dir)

@@ -129,6 +129,9 @@ class DriveRemote(Remote):
         found = [f for f in self._children(parent, name) if f["mimeType"] != FOLDER_MIME]
         return found[0] if found else None
 
+    def exists(self, key: str) -> bool:
+        return self._file(key) is not None
+
     def list(self) -> dict[str, int]:
         out: dict[str, int] = {}
 

@@ -47,9 +47,13 @@ class Remote(ABC):
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when it is absent)."""
 
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists (backends override this with something cheaper than a full listing)."""
+        return key in self.list()
+
     def read_bytes(self, key: str) -> bytes | None:
         """The content of a small file, or None when it does not exist."""
-        if key not in self.list():
+        if not self.exists(key):
             return None
         with tempfile.TemporaryDirectory() as d:
             self.download(key, Path(d) / "f")
@@ -78,6 +82,9 @@ class FolderRemote(Remote):
             return {}
         return {p.relative_to(self.root).as_posix(): p.stat().st_size
                 for p in self.root.rglob("*") if p.is_file() and not p.name.startswith(".tt-partial-")}
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
 
     def upload(self, local: Path, key: str) -> None:
         try:
@@ -130,16 +137,23 @@ class RcloneRemote(Remote):
             raise RemoteError(f"{self.description}: {command.split()[0]} failed: {detail.strip().splitlines()[-1:]}") from None
         return stdout
 
-    def list(self) -> dict[str, int]:
+    def _lsjson(self, folder: str, recursive: bool) -> list[dict]:
         import json
 
         try:
-            out = self._run(f'lsjson --recursive --files-only "{self.path}"')
+            out = self._run(f'lsjson {"--recursive " if recursive else ""}--files-only "{folder}"')
         except RemoteError as e:
             if "directory not found" in str(e):
-                return {}
+                return []
             raise
-        return {f["Path"]: int(f["Size"]) for f in json.loads(out or "[]") if ".tt-partial-" not in f["Path"]}
+        return json.loads(out or "[]")
+
+    def list(self) -> dict[str, int]:
+        return {f["Path"]: int(f["Size"]) for f in self._lsjson(self.path, True) if ".tt-partial-" not in f["Path"]}
+
+    def exists(self, key: str) -> bool:
+        parent, _, name = key.rpartition("/")
+        return any(f["Path"] == name for f in self._lsjson(f"{self.path}/{parent}" if parent else self.path, False))
 
     def upload(self, local: Path, key: str) -> None:
         parent, _, name = key.rpartition("/")
