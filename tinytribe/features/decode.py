@@ -80,66 +80,39 @@ def probe_media(path: str | Path) -> MediaInfo:
 
 
 def frame_luminance(path: str | Path, start_s: float, end_s: float, rate_hz: float = 2.0) -> np.ndarray:
-    """Mean luminance (0-1) of one frame per ``1/rate_hz`` step in ``[start_s, end_s)``.
-
-    The frame kept for step ``i`` is the first one at or after ``start_s + i / rate_hz``; other frames
-    are decoded (codecs require it) but never converted. Steps with no frame hold NaN.
+    """Mean luminance (0-1, Rec. 601 weights) of the frame on screen at the centre of each ``1/rate_hz``
+    step in ``[start_s, end_s)`` -- the frames the video backbone sees (:func:`sample_frames`).
 
     Returns:
-        ``(n_steps,)`` float32.
+        ``(n_steps,)`` float32; NaN for steps with no frame.
     """
-    path = Path(path)
     n = int(round((end_s - start_s) * rate_hz))
     out = np.full(n, np.nan, dtype=np.float32)
-    with _open(path) as c:
-        if not c.streams.video:
-            return out
-        stream = c.streams.video[0]
-        stream.thread_type = "AUTO"
-        c.seek(max(int(start_s * 1_000_000) - 1_000_000, 0), any_frame=False)  # seek to a keyframe before start
-        for frame in c.decode(stream):
-            if frame.time is None:
-                continue
-            step = int(np.ceil((frame.time - start_s) * rate_hz - 1e-6))
-            if frame.time >= end_s or step >= n:
-                break
-            if step < 0 or not np.isnan(out[step]):
-                continue
-            out[step] = frame.to_ndarray(format="gray").mean() / 255.0
+    info = probe_media(path)
+    if not info.has_video:
+        return out
+    centres = start_s + (np.arange(n) + 0.5) / rate_hz
+    for i, rgb in sample_frames(path, centres, (info.width, info.height)):
+        out[i] = (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).mean() / 255.0
     return out
 
 
 def audio_rms(path: str | Path, start_s: float, end_s: float, rate_hz: float = 2.0,
               sample_rate: int = 16_000) -> np.ndarray:
-    """Root-mean-square level of the mono 16 kHz audio in each ``1/rate_hz`` step of ``[start_s, end_s)``.
+    """Root-mean-square level of the mono 16 kHz audio in each ``1/rate_hz`` step of ``[start_s, end_s)``,
+    decoded as the feature extractor decodes it (:func:`iter_audio`).
 
     Returns:
         ``(n_steps,)`` float32; NaN where the file has no audio there.
     """
-    import av
-
-    path = Path(path)
     n = int(round((end_s - start_s) * rate_hz))
     sums = np.zeros(n, dtype=np.float64)
     counts = np.zeros(n, dtype=np.int64)
-    with _open(path) as c:
-        if not c.streams.audio:
-            return np.full(n, np.nan, dtype=np.float32)
-        stream = c.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        c.seek(max(int(start_s * 1_000_000) - 1_000_000, 0), any_frame=False)
-        for frame in c.decode(stream):
-            if frame.time is None:
-                continue
-            if frame.time >= end_s:
-                break
-            for rf in resampler.resample(frame):
-                x = rf.to_ndarray().reshape(-1).astype(np.float64)
-                t = rf.time + np.arange(x.size) / sample_rate
-                step = np.floor((t - start_s) * rate_hz).astype(np.int64)
-                keep = (step >= 0) & (step < n)
-                np.add.at(sums, step[keep], x[keep] ** 2)
-                np.add.at(counts, step[keep], 1)
+    for w0, x in iter_audio(path, start_s, end_s, end_s - start_s, sample_rate):
+        step = (((w0 - start_s) * sample_rate + np.arange(x.size)) * rate_hz // sample_rate).astype(np.int64)
+        keep = (step >= 0) & (step < n)
+        sums += np.bincount(step[keep], weights=x[keep].astype(np.float64) ** 2, minlength=n)
+        counts += np.bincount(step[keep], minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, np.sqrt(sums / np.maximum(counts, 1)), np.nan).astype(np.float32)
 
