@@ -75,7 +75,17 @@ class FeatureExtractor:
     def __init__(self, config: ExtractionConfig | None = None):
         self.config = config or ExtractionConfig()
         self._models: dict[str, object] = {}
+        self._hashes: dict[tuple, str] = {}
         self.timings: dict[str, float] = {}
+
+    def source_hash(self, path: Path) -> str:
+        """SHA-256 of a source file, computed once per (path, size, mtime): every chunk of a 2-hour
+        film needs it, twice (the cache check and the cache file)."""
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in self._hashes:
+            self._hashes[key] = sha256_file(path)
+        return self._hashes[key]
 
     def _device(self) -> str:
         if self.config.device != "auto":
@@ -253,7 +263,7 @@ class FeatureExtractor:
         src = media or Path(transcript)
         return FeatureCache(stimulus_id=stimulus_id or src.stem, rate_hz=rate, t0_s=float(start_s), features=feats,
                             masks=masks, backbones=self.backbones_meta(), extraction=c.key(), source=str(src),
-                            source_sha256=sha256_file(src), provenance=provenance())
+                            source_sha256=self.source_hash(src), provenance=provenance())
 
     def is_current(self, path: Path, source: Path, start_s: float) -> bool:
         """Whether the cache file at ``path`` was made from this source with these backbones and config."""
@@ -261,7 +271,7 @@ class FeatureExtractor:
             fc = FeatureCache.load(path)
         except Exception:
             return False
-        return (fc.source_sha256 == sha256_file(source) and fc.extraction == self.config.key()
+        return (fc.source_sha256 == self.source_hash(source) and fc.extraction == self.config.key()
                 and fc.backbones == self.backbones_meta() and abs(fc.t0_s - start_s) < 1e-9)
 
 
