@@ -29,25 +29,22 @@ def _manifest(args: argparse.Namespace) -> int:
     from tinytribe import manifest as mf
     from tinytribe.formats import JobDefinition, Manifest
 
-    if args.action == "build":
+    def skipped(source: str, error: Exception) -> None:
+        print(f"skipped: {error}", file=sys.stderr)
+
+    if args.action in ("build", "build-from"):
         out = Path(args.out)
         if out.exists() and not args.force:
             raise ValueError(f"{out}: exists; pass --force to replace it (done items would be lost)")
-        failed = []
+    if args.action == "build":
         m = mf.build_manifest(args.media, job=args.job, chunk_s=args.chunk_s, max_attempts=args.max_attempts,
-                              relative_to=args.relative_to, on_error=lambda s, e: failed.append(f"{e}"))
-        for line in failed:
-            print(f"skipped: {line}", file=sys.stderr)
+                              relative_to=args.relative_to, on_error=skipped)
         if not m.items:
             raise ValueError(f"{out}: not written, no readable media among {len(args.media)} path(s)")
         m.save(out)
         print(f"{out}: {mf.summarize(m).line()}")
     elif args.action == "build-from":
-        out = Path(args.out)
-        if out.exists() and not args.force:
-            raise ValueError(f"{out}: exists; pass --force to replace it (done items would be lost)")
-        m, coverage = mf.build_from_definition(JobDefinition.load(args.definition), args.media,
-                                               on_error=lambda s, e: print(f"skipped: {e}", file=sys.stderr))
+        m, coverage = mf.build_from_definition(JobDefinition.load(args.definition), args.media, on_error=skipped)
         for row in coverage:
             print(row.line())
         if not m.items:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -40,7 +40,6 @@ class TinyTribeOutput:
     available: torch.Tensor
     fused: torch.Tensor | None = None
     kd_features: torch.Tensor | None = None
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class TinyTribe(nn.Module):
