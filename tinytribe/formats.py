@@ -28,7 +28,7 @@ from tinytribe.config import ConfigError, from_dict, to_dict
 MANIFEST_VERSION = 1
 JOBDEF_VERSION = 1
 FEATURES_VERSION = 1
-TEACHER_VERSION = 1
+TEACHER_VERSION = 2  # 2 added `events`, `sample_width_s`, `source_sha256`; version 1 files still load
 STUDY_VERSION = 1
 CHECKPOINT_VERSION = 1
 
@@ -337,9 +337,11 @@ class TeacherChunk:
     """Teacher outputs for one chunk of one stimulus.
 
     ``predictions[k]`` is the teacher's estimate of the BOLD response at stimulus time
-    ``bold_times_s[k]`` -- for TRIBE v2, the row made from the segment starting at ``t`` stands for
-    BOLD at ``t + hrf_offset_s`` (5 s). Activations have their own time stamps (2 Hz for TRIBE v2's
-    fusion transformer).
+    ``bold_times_s[k]``, a sample covering ``[bold_times_s[k], bold_times_s[k] + sample_width_s)`` --
+    for TRIBE v2, the row made from the segment starting at ``t`` stands for BOLD at
+    ``t + hrf_offset_s`` (5 s) and is 1 s wide. Activations have their own time stamps (2 Hz for
+    TRIBE v2's fusion transformer). ``events`` are the inputs the teacher was given for this chunk
+    (TRIBE v2's events table as records), so a result can be traced to exactly what produced it.
     """
 
     chunk_id: str
@@ -354,11 +356,16 @@ class TeacherChunk:
     activation_times_s: dict[str, np.ndarray]
     teacher: dict[str, str]
     hrf_offset_s: float
+    sample_width_s: float = 1.0
+    events: list[dict[str, Any]] = field(default_factory=list)
+    source_sha256: str = ""
     provenance: dict[str, str] = field(default_factory=dict)
     format_version: int = TEACHER_VERSION
 
     def __post_init__(self) -> None:
         where = f"teacher chunk {self.chunk_id!r}"
+        if not self.sample_width_s > 0:
+            raise FormatError(f"{where}: sample_width_s must be > 0, got {self.sample_width_s}")
         n_out = space_size(self.space)
         p = self.predictions
         if p.ndim != 2 or p.shape[1] != n_out:
@@ -394,6 +401,8 @@ class TeacherChunk:
         arrays, meta = _read_npz(path, "teacher cache")
         if meta.pop("format", None) != "tinytribe.teacher":
             raise FormatError(f"{path}: not a tinytribe teacher chunk")
+        if meta.get("format_version") == 1:  # version 1 had neither field; its rows were 1 s wide
+            meta["format_version"] = TEACHER_VERSION
         _check_version("teacher cache", meta.get("format_version"), TEACHER_VERSION, path)
         names = [k.split("__", 1)[1] for k in arrays if k.startswith("act__")]
         try:

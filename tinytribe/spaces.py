@@ -1,0 +1,106 @@
+"""Output spaces and the maps between them: fsaverage5 → fsaverage4 and → Schaefer parcels.
+
+fsaverage meshes are icosahedral subdivisions: fsaverage5's first 2,562 vertices of each hemisphere
+are the vertices of fsaverage4 (at the same places on the sphere), and every later vertex is the
+midpoint of an fsaverage4 edge (``tests/test_spaces.py`` checks this on nilearn's fsaverage5
+sphere). Reducing fsaverage5 to fsaverage4 is therefore a selection, with no resampling.
+
+Parcels are averages over their vertices; label 0 (the medial wall) belongs to no parcel.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from tinytribe.formats import SPACES, space_size
+
+FSAVERAGE5_PER_HEMI = 10_242
+FSAVERAGE4_PER_HEMI = 2_562
+ATLAS_DIR = Path(__file__).parent / "assets" / "atlases"
+PARCELLATIONS = {"schaefer-400": "schaefer_400", "schaefer-1000": "schaefer_1000"}
+
+
+def fsaverage4_indices() -> np.ndarray:
+    """Indices of fsaverage4's 5,124 vertices among fsaverage5's 20,484 (left hemisphere first)."""
+    return np.r_[0:FSAVERAGE4_PER_HEMI, FSAVERAGE5_PER_HEMI:FSAVERAGE5_PER_HEMI + FSAVERAGE4_PER_HEMI]
+
+
+def read_annot_pair(lh: str | Path, rh: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Labels of both hemispheres of an fsaverage5 parcellation as one vector.
+
+    Returns:
+        ``(20484,)`` int labels, 0 for the medial wall / unlabelled, right-hemisphere labels numbered
+        after the left's; and the parcel names, ``names[k - 1]`` for label ``k``.
+    """
+    import nibabel.freesurfer as fs
+
+    out, names = [], []
+    for path in (lh, rh):
+        labels, _, hemi_names = fs.read_annot(str(path))
+        if labels.shape != (FSAVERAGE5_PER_HEMI,):
+            raise ValueError(f"{path}: {labels.shape[0]} vertices, expected {FSAVERAGE5_PER_HEMI} (fsaverage5)")
+        labels = np.where(labels > 0, labels + len(names), 0)
+        out.append(labels)
+        names += [n.decode() if isinstance(n, bytes) else str(n) for n in hemi_names[1:]]
+    return np.concatenate(out).astype(np.int32), names
+
+
+@functools.cache
+def parcellation(space: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The shipped fsaverage5 labels of a parcel space (``schaefer-400``, ``schaefer-1000``)."""
+    if space not in PARCELLATIONS:
+        raise ValueError(f"no parcellation for space {space!r}; choose from {sorted(PARCELLATIONS)}")
+    stem = PARCELLATIONS[space]
+    labels, names = read_annot_pair(ATLAS_DIR / f"lh.{stem}.annot", ATLAS_DIR / f"rh.{stem}.annot")
+    if len(names) != space_size(space):
+        raise ValueError(f"{stem}: {len(names)} parcels, expected {space_size(space)}")
+    labels.setflags(write=False)
+    return labels, tuple(names)
+
+
+def parcel_means(x: np.ndarray, labels: np.ndarray, n_parcels: int | None = None) -> np.ndarray:
+    """Average ``x`` (..., V) over the vertices of each label 1..n (label 0 is left out).
+
+    Returns:
+        (..., n_parcels) float32; a parcel with no vertex is NaN (never the case for shipped atlases).
+    """
+    labels = np.asarray(labels)
+    if x.shape[-1] != labels.shape[0]:
+        raise ValueError(f"data has {x.shape[-1]} vertices, the atlas {labels.shape[0]}")
+    n = int(labels.max()) if n_parcels is None else n_parcels
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64, copy=False)
+    keep = labels > 0
+    sums = np.zeros((flat.shape[0], n + 1))
+    for row, values in zip(sums, flat):
+        row[:] = np.bincount(labels[keep], weights=values[keep], minlength=n + 1)
+    counts = np.bincount(labels[keep], minlength=n + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums[:, 1:] / counts[1:]
+    return means.astype(np.float32).reshape(*x.shape[:-1], n)
+
+
+def reduce_space(x: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Map responses (..., V) from ``source`` to a coarser ``target`` space.
+
+    fsaverage5 → fsaverage4 selects the shared vertices; fsaverage5 → schaefer-N averages parcels;
+    a space onto itself returns ``x`` unchanged.
+
+    Raises:
+        ValueError: the map does not exist (e.g. fsaverage4 → fsaverage5 is an upsampling) or ``x``
+            does not have ``source``'s size.
+    """
+    if x.shape[-1] != space_size(source):
+        raise ValueError(f"data has {x.shape[-1]} outputs, {source} has {space_size(source)}")
+    if target == source:
+        return x
+    if source == "fsaverage5" and target == "fsaverage4":
+        return x[..., fsaverage4_indices()]
+    if source == "fsaverage5" and target in PARCELLATIONS:
+        labels, _ = parcellation(target)
+        return parcel_means(x, labels, space_size(target))
+    known = sorted(SPACES)
+    raise ValueError(f"no reduction from {source} to {target} (spaces: {', '.join(known)}; reductions go "
+                     f"from fsaverage5 to fsaverage4 or to a Schaefer parcellation)")
