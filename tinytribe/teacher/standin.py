@@ -70,10 +70,12 @@ class StandInTeacher:
         media = Path(media)
         probe = probe_media(media)
         end_s = min(end_s, probe.duration_s)
+        times = grid_times(start_s, end_s, self.info.rate_hz)              # 1 Hz rows, each 1 s wide
+        feat_end = min(probe.duration_s, times[-1] + 1.0 / self.info.rate_hz) if times.size else end_s
         # 1 step more than the kernel, so the first row's |Δ luminance| has its previous frame
         lead = (self._kernel_steps + 1) / FEATURE_RATE_HZ
         t0 = max(0.0, np.floor((start_s - lead) * FEATURE_RATE_HZ) / FEATURE_RATE_HZ)
-        desc = self._descriptors(media, t0, end_s)                        # (n2, 3), 2 Hz from t0
+        desc = self._descriptors(media, t0, feat_end)                     # (n2, 3), 2 Hz from t0
         if t0 == 0.0:
             desc[0, 1] = 0.0  # no frame before the first
         l4 = np.tanh(self._filtered(desc) @ self._w4)                      # (n2, D)
@@ -81,12 +83,11 @@ class StandInTeacher:
         t2 = t0 + np.arange(desc.shape[0]) / FEATURE_RATE_HZ
         keep2 = (t2 >= start_s - 1e-9) & (t2 < end_s - 1e-9)
 
-        times = grid_times(start_s, end_s, self.info.rate_hz)              # 1 Hz rows
         steps = np.round((times - t0) * FEATURE_RATE_HZ).astype(int)       # first 2 Hz step of each row
         pooled = 0.5 * (l6[steps] + l6[np.minimum(steps + 1, len(l6) - 1)])  # (n1, D), mean over [t, t + 1)
         preds = pooled @ self._head                                        # (n1, V)
         events = [{"type": "Video" if probe.has_video else "Audio", "filepath": media.name,
-                   "start": float(t0), "duration": float(end_s - t0)}]
+                   "start": float(t0), "duration": float(feat_end - t0)}]
         return TeacherOutput(predictions=preds.astype(np.float32), times_s=times,
                              activations={"fusion_l4": l4[keep2], "fusion_l6": l6[keep2]},
                              activation_times_s={"fusion_l4": t2[keep2], "fusion_l6": t2[keep2]}, events=events)
