@@ -37,6 +37,9 @@ def test_doctor_names_secrets_never_values(monkeypatch, tmp_path, capsys, caplog
 
 
 def test_doctor_refuses_when_something_is_wrong(tmp_path, monkeypatch):
+    for var in ("HF_TOKEN", "TINYTRIBE_HF_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+
     class Broken(FolderRemote):
         def upload(self, local, key):
             raise RemoteError("403 storage quota exceeded")
@@ -44,10 +47,11 @@ def test_doctor_refuses_when_something_is_wrong(tmp_path, monkeypatch):
     sync = RunSync(Broken(tmp_path / "r"), tmp_path / "run", sleep=lambda s: None, attempts=2)
     with pytest.raises(doctor.DoctorError) as e:
         doctor.run(run_dir=tmp_path, budget=SessionBudget.starting_now(100.0, reserve_s=300.0), sync=sync,
-                   min_free_gb=1e9, needs_gpu=True)
+                   min_free_gb=1e9, needs_gpu=True, needs_secrets={"HF_TOKEN": "Llama-3.2-3B is gated"})
     msg = str(e.value)
     assert "\n" not in msg
-    for part in ("min left", "GiB free for outputs", "needs a GPU", "storage quota exceeded"):
+    for part in ("min left", "GiB free for outputs", "needs a GPU", "storage quota exceeded",
+                 "secret HF_TOKEN is missing: Llama-3.2-3B is gated"):
         assert part in msg, part
 
 

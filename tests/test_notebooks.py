@@ -88,3 +88,41 @@ def test_extract_notebook_stops_resumes_and_stitches(tmp_path):
 
     fc = FeatureCache.load(run / "astronaut_tour.npz")
     assert fc.n_steps == 48 and fc.masks["video"].all()
+
+
+def _chunk_arrays(path: Path) -> dict:
+    from tinytribe.formats import TeacherChunk
+
+    c = TeacherChunk.load(path)
+    return {"predictions": c.predictions, "bold_times_s": c.bold_times_s, **c.activations,
+            **{f"t_{k}": v for k, v in c.activation_times_s.items()}, "events": c.events, "teacher": c.teacher,
+            "space": c.space, "source_sha256": c.source_sha256}
+
+
+@pytest.mark.notebook
+def test_teacher_notebook_resumes_to_the_same_cache_as_one_run(tmp_path):
+    import numpy as np
+
+    params = {"chunk_s": 12.0, "teacher": "standin"}
+    run = tmp_path / "run"
+    first = run_notebook("02_teacher_inference", tmp_path / "exec1",
+                         {**params, "run_dir": str(run), "session_limit_s": 0.1}, cwd=tmp_path)
+    s1 = mf.summarize(Manifest.load(run / "manifest.json"))
+    assert s1.total == 5 and 0 < s1.done < 5 and "stopped on the session budget" in _text_outputs(first)
+    second = run_notebook("02_teacher_inference", tmp_path / "exec2", {**params, "run_dir": str(run)}, cwd=tmp_path)
+    text = _text_outputs(second)
+    assert "finished:" in text and "measured here, fsaverage4" in text and "MB per hour" in text
+    assert _has_png(second), "the teacher figure is missing"
+
+    once = tmp_path / "once"
+    run_notebook("02_teacher_inference", tmp_path / "exec3", {**params, "run_dir": str(once)}, cwd=tmp_path)
+    resumed, whole = Manifest.load(run / "manifest.json"), Manifest.load(once / "manifest.json")
+    assert [it.id for it in resumed.items] == [it.id for it in whole.items]
+    for a, b in zip(resumed.items, whole.items):
+        assert a.status == b.status == "done" and sha256_file(run / a.output) == a.output_sha256
+        x, y = _chunk_arrays(run / a.output), _chunk_arrays(once / b.output)
+        for key in x:
+            if isinstance(x[key], np.ndarray):
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"{a.id}: {key}")
+            else:
+                assert x[key] == y[key], f"{a.id}: {key}"

@@ -70,7 +70,8 @@ class Report:
 
 def check(*, run_dir: str | Path, budget: SessionBudget, sync=None, ledger_path: str | Path | None = None,
           account: str = "default", planned: str | None = None, min_free_gb: float = 1.0,
-          needs_gpu: bool = False, config: BudgetConfig | None = None) -> Report:
+          needs_gpu: bool = False, needs_secrets: dict[str, str] | None = None,
+          config: BudgetConfig | None = None) -> Report:
     """Run every check and collect the lines and problems (prints nothing).
 
     Args:
@@ -82,6 +83,7 @@ def check(*, run_dir: str | Path, budget: SessionBudget, sync=None, ledger_path:
         planned: a one-line description of what the session will do (items, hours).
         min_free_gb: refuse when less disk than this is free where outputs or caches go.
         needs_gpu: refuse on a machine without CUDA.
+        needs_secrets: secrets the job cannot run without, by name, with why (refuse when one is missing).
     """
     from tinytribe import secrets
 
@@ -117,6 +119,9 @@ def check(*, run_dir: str | Path, budget: SessionBudget, sync=None, ledger_path:
 
     have = secrets.present()
     r.lines.append("secrets: " + ", ".join(f"{n} {'yes' if ok else 'no'}" for n, ok in have.items()))
+    for name, why in (needs_secrets or {}).items():
+        if not have.get(name, False) and not secrets.get_secret(name):
+            r.problems.append(f"secret {name} is missing: {why}")
 
     if sync is None:
         r.lines.append("sync: none (outputs stay on this machine)")

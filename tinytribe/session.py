@@ -29,7 +29,7 @@ class Session:
     @classmethod
     def start(cls, run_dir: str | Path, *, account: str = "default", sync_remote: str | None = None,
               reserve_s: float = 0.0, planned: str | None = None, needs_gpu: bool = False,
-              force_lock: bool = False) -> "Session":
+              needs_secrets: dict[str, str] | None = None, force_lock: bool = False) -> "Session":
         """Keep caches out of Kaggle's output, restore and lock the run folder, run the doctor.
 
         ``force_lock`` takes the run folder's lock even from a live lease (a session that crashed
@@ -48,7 +48,7 @@ class Session:
             sync.acquire(force=force_lock)
             print(sync.restore().line("restored"))
         doctor.run(run_dir=run_dir, budget=budget, sync=sync, ledger_path=run_dir / "quota_ledger.json",
-                   account=account, planned=planned, needs_gpu=needs_gpu)
+                   account=account, planned=planned, needs_gpu=needs_gpu, needs_secrets=needs_secrets)
         return cls(platform=platform, budget=budget, run_dir=run_dir, account=account, sync=sync)
 
     def loop_budget(self, limit_s: float | None = None) -> SessionBudget:

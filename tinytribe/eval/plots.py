@@ -70,3 +70,32 @@ def plot_features(fc, max_dims: int = 64):
     axes[-1, 0].set_xlabel("stimulus time (s)")
     fig.tight_layout()
     return fig
+
+
+def plot_teacher(chunk, n_outputs: int = 200):
+    """A stitched teacher cache: predictions of ``n_outputs`` evenly spaced outputs over BOLD time
+    (z-scored per output), the mean response, and the norm of each fusion activation over stimulus time."""
+    import matplotlib.pyplot as plt
+
+    names = list(chunk.activations)
+    fig, axes = plt.subplots(2 + bool(names), 1, figsize=(9, 5.2 if names else 3.8), squeeze=False, sharex=True)
+    p = chunk.predictions.astype(np.float32)
+    cols = np.linspace(0, p.shape[1] - 1, min(n_outputs, p.shape[1])).astype(int)
+    z = (p[:, cols] - p[:, cols].mean(0)) / (p[:, cols].std(0) + 1e-6)
+    t, w = chunk.bold_times_s, chunk.sample_width_s
+    axes[0, 0].imshow(z.T, aspect="auto", cmap="RdBu_r", vmin=-3, vmax=3, interpolation="nearest",
+                      extent=(t[0], t[-1] + w, len(cols), 0))
+    axes[0, 0].set_ylabel(f"{len(cols)} of {p.shape[1]}\noutputs", fontsize=8)
+    axes[0, 0].set_title(f"{chunk.stimulus_id}: {chunk.teacher['id']} predictions in {chunk.space} "
+                         f"(BOLD time = stimulus time + {chunk.hrf_offset_s:g} s)", fontsize=9, loc="left")
+    axes[1, 0].plot(t + w / 2, p.mean(1), color="k")
+    axes[1, 0].set_ylabel("mean\nprediction", fontsize=8)
+    if names:
+        for n in names:
+            a = chunk.activations[n].astype(np.float32)
+            axes[2, 0].plot(chunk.activation_times_s[n], np.linalg.norm(a, axis=1), label=n)
+        axes[2, 0].set_ylabel("activation\nnorm", fontsize=8)
+        axes[2, 0].legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    return fig

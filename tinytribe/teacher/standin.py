@@ -83,7 +83,8 @@ class StandInTeacher:
         t2 = t0 + np.arange(desc.shape[0]) / FEATURE_RATE_HZ
         keep2 = (t2 >= start_s - 1e-9) & (t2 < end_s - 1e-9)
 
-        steps = np.round((times - t0) * FEATURE_RATE_HZ).astype(int)       # first 2 Hz step of each row
+        # first 2 Hz step of each row; a last row that runs past the media's end repeats its last step
+        steps = np.minimum(np.round((times - t0) * FEATURE_RATE_HZ).astype(int), len(l6) - 1)
         pooled = 0.5 * (l6[steps] + l6[np.minimum(steps + 1, len(l6) - 1)])  # (n1, D), mean over [t, t + 1)
         preds = pooled @ self._head                                        # (n1, V)
         events = [{"type": "Video" if probe.has_video else "Audio", "filepath": media.name,
