@@ -58,3 +58,32 @@ def test_sync_and_doctor_commands(tmp_path, capsys):
     assert "1 KB round trip" in capsys.readouterr().out
     assert main(["sync", "push", "--remote", "ftp:x", "--run-dir", str(run)]) == 2
     assert "unknown kind 'ftp'" in capsys.readouterr().err
+
+
+def test_teacher_commands(tmp_path, capsys):
+    import numpy as np
+
+    from tinytribe.formats import FeatureCache
+
+    rng = np.random.default_rng(0)
+    feats = tmp_path / "features"
+    feats.mkdir()
+    for s in range(3):
+        x = {m: rng.standard_normal((120, 8)).astype(np.float32) for m in ("text", "audio", "video")}
+        FeatureCache(stimulus_id=f"ep{s}", rate_hz=2.0, t0_s=0.0, features=x, masks={m: np.ones(120, bool) for m in x},
+                     backbones={m: {"name": m} for m in x}, extraction={}, source=str(tmp_path / f"ep{s}.mp4"),
+                     source_sha256="0" * 64).save(feats / f"ep{s}.npz")
+    out = tmp_path / "teacher" / "manifest.json"
+    assert main(["teacher", "select", str(feats), "--k", "2", "--per-cluster", "1", "--media", str(tmp_path),
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "6 segments" in text and "chose 2" in text and "2 pending" in text
+    assert main(["teacher", "select", str(feats), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+    np.save(tmp_path / "ep0_preds.npy", rng.standard_normal((10, 400)).astype(np.float32))
+    assert main(["teacher", "import", str(tmp_path / "ep0_preds.npy"), "--out", str(tmp_path / "imp"),
+                 "--tr-s", "1.49", "--teacher-id", "lab"]) == 0
+    assert "imported 1 episodes" in capsys.readouterr().out
+    assert main(["teacher", "storage", str(tmp_path / "imp" / "manifest.json")]) == 0
+    assert "measured:" in capsys.readouterr().out

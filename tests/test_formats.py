@@ -194,3 +194,28 @@ def test_manifest_round_trip(tmp_path):
         Manifest(job="x", chunk_s=1.0, items=[m.items[0], m.items[0]])
     with pytest.raises(ValueError, match="start_s < end_s"):
         ManifestItem(id="z", source="z", start_s=5, end_s=5)
+
+
+def test_teacher_chunk_version_1_still_loads(tmp_path):
+    """Version 2 added ``events``, ``sample_width_s`` and ``source_sha256``; a version-1 file reads with
+    their defaults (no events, 1 s rows, unknown hash)."""
+    import io
+    import json
+
+    tc = teacher_chunk(n=4)
+    tc.events = [{"type": "Video", "start": 0.0}]
+    tc.save(tmp_path / "v2.npz")
+    with np.load(tmp_path / "v2.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    for key in ("events", "sample_width_s", "source_sha256"):
+        meta.pop(key)
+    meta["format_version"] = 1
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
+    (tmp_path / "v1.npz").write_bytes(buf.getvalue())
+    back = TeacherChunk.load(tmp_path / "v1.npz")
+    assert back.events == [] and back.sample_width_s == 1.0 and back.source_sha256 == ""
+    assert back.format_version == 2
+    np.testing.assert_array_equal(back.predictions, tc.predictions)
+    assert TeacherChunk.load(tmp_path / "v2.npz").events == tc.events

@@ -9,6 +9,9 @@
     tinytribe sync restore --remote rclone:gdrive:tinytribe/teacher --run-dir runs/teacher
     tinytribe sync push --remote rclone:gdrive:tinytribe/teacher --run-dir runs/teacher
     tinytribe doctor --run-dir runs/teacher --remote rclone:gdrive:tinytribe/teacher
+    tinytribe teacher select runs/features --k 300 --per-cluster 2 --media media --out runs/teacher/manifest.json
+    tinytribe teacher import submission.npy --out runs/teacher/algonauts --tr-s 1.49 --teacher-id mine --allow-pickle
+    tinytribe teacher storage runs/teacher/manifest.json
     tinytribe plan --hours 15
     tinytribe notebooks 00_setup_and_plan --out runs/notebooks -p chunk_s=6
 
@@ -135,6 +138,39 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
     return out
 
 
+def _teacher(args: argparse.Namespace) -> int:
+    from tinytribe import manifest as mf
+
+    if args.action == "select":
+        from tinytribe.teacher.diversity import diversity_manifest
+
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise ValueError(f"{out} exists (a running job's manifest?); give --force to replace it")
+        files = sorted(Path(args.features).glob("*.npz"))
+        if not files:
+            raise FileNotFoundError(f"{args.features}: no feature files (*.npz)")
+        m, sel = diversity_manifest(files, k=args.k, per_cluster=args.per_cluster, segment_s=args.segment_s,
+                                    seed=args.seed, media_root=args.media)
+        m.save(out)
+        print(sel.report())
+        print(f"{out}: {mf.summarize(m).line()}")
+    elif args.action == "import":
+        from tinytribe.teacher.importing import import_predictions
+
+        m = import_predictions(args.path, args.out, tr_s=args.tr_s, first_bold_s=args.first_bold_s,
+                               teacher_id=args.teacher_id, space=args.space, allow_pickle=args.allow_pickle)
+        print(f"imported {len(m.items)} episodes into {args.out} ({m.items[0].output} ...)")
+    else:
+        from tinytribe.teacher.cache import expected_storage, measured_storage
+
+        measured = measured_storage(args.manifest)
+        print(measured.line("measured"))
+        for space in ("fsaverage5", "fsaverage4", "schaefer-400"):
+            print(expected_storage(space).line(f"expected, fp16, {space}"))
+    return 0
+
+
 def _notebooks(args: argparse.Namespace) -> int:
     params = dict(_parse_param(p) for p in args.param)
     names = args.names or sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
@@ -193,6 +229,29 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--account", default="default")
     dr.add_argument("--needs-gpu", action="store_true")
     dr.set_defaults(func=_doctor)
+
+    te = sub.add_parser("teacher", help="choose segments for the teacher, import existing predictions, storage")
+    tsub = te.add_subparsers(dest="action", required=True)
+    sel = tsub.add_parser("select", help="diversity sampling: k-means on 30 s segments of cached features")
+    sel.add_argument("features", help="folder of feature files (notebook 01's stitched *.npz)")
+    sel.add_argument("--out", required=True, help="the teacher manifest to write")
+    sel.add_argument("--media", help="store sources relative to this media folder")
+    sel.add_argument("--k", type=int, default=300, help="number of clusters")
+    sel.add_argument("--per-cluster", type=int, default=2, help="segments kept per cluster")
+    sel.add_argument("--segment-s", type=float, default=30.0)
+    sel.add_argument("--seed", type=int, default=0)
+    sel.add_argument("--force", action="store_true", help="replace an existing manifest")
+    im = tsub.add_parser("import", help="existing predictions (.npy, .h5, Algonauts dicts) into the teacher cache")
+    im.add_argument("path", help="a file or a folder of files")
+    im.add_argument("--out", required=True)
+    im.add_argument("--tr-s", type=float, required=True, help="seconds between rows (Algonauts 2025: 1.49)")
+    im.add_argument("--first-bold-s", type=float, default=0.0, help="BOLD time of row 0 in stimulus seconds")
+    im.add_argument("--teacher-id", required=True, help="who made these predictions")
+    im.add_argument("--space", help="output space (default: from the number of columns)")
+    im.add_argument("--allow-pickle", action="store_true", help="read pickled dicts (only from people you trust)")
+    st = tsub.add_parser("storage", help="bytes per hour of stimulus: measured and expected")
+    st.add_argument("manifest")
+    te.set_defaults(func=_teacher)
 
     nb = sub.add_parser("notebooks", help="execute notebooks with papermill")
     nb.add_argument("names", nargs="*", help="notebook names (default: all, in order)")
