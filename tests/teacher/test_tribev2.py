@@ -123,3 +123,41 @@ def test_worker_process_round_trip(media_dir, tmp_path, monkeypatch):
 def test_worker_reports_a_bad_factory(tmp_path):
     with pytest.raises(TeacherError, match="teacher load: ModuleNotFoundError"):
         TribeV2Teacher(python=sys.executable, factory="no_such_module:load", home=tmp_path)
+
+
+def _tiny_wheel(folder: Path, version: str) -> Path:
+    """A minimal pure-Python wheel (installable offline, without a build backend)."""
+    import zipfile
+
+    path = folder / f"ttprobe-{version}-py3-none-any.whl"
+    info = f"ttprobe-{version}.dist-info"
+    files = {"ttprobe.py": f"VERSION = {version!r}\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: ttprobe\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{n},,\n" for n in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return path
+
+
+@pytest.mark.slow
+def test_teacher_environment_is_built_once_and_rebuilt_on_change(tmp_path):
+    import subprocess
+
+    from tinytribe.teacher.tribev2 import ensure_env
+
+    env = tmp_path / "env"
+    py = ensure_env(env, source=str(_tiny_wheel(tmp_path, "1.0")))
+    version = subprocess.run([str(py), "-c", "import ttprobe; print(ttprobe.VERSION)"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    assert version == "1.0"
+    stamp = (env / "tinytribe-env.json").stat().st_mtime_ns
+    assert ensure_env(env, source=str(tmp_path / "ttprobe-1.0-py3-none-any.whl")) == py  # reused
+    assert (env / "tinytribe-env.json").stat().st_mtime_ns == stamp
+    ensure_env(env, source=str(_tiny_wheel(tmp_path, "2.0")))  # another source: rebuilt
+    version = subprocess.run([str(py), "-c", "import ttprobe; print(ttprobe.VERSION)"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    assert version == "2.0"
+    with pytest.raises(TeacherError, match="pip could not install .*missing.whl"):
+        ensure_env(tmp_path / "env2", source=str(tmp_path / "missing.whl"))
