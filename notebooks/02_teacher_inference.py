@@ -33,7 +33,8 @@
 # %% tags=["parameters"]
 media_dir = None  # folder of stimuli; None: the examples bundled with tinytribe
 run_dir = "runs/teacher"  # manifest, teacher chunks, quota ledger
-teacher = "auto"  # "tribev2", "standin", or "auto" (tribev2 with a GPU, else the stand-in)
+teacher = "auto"  # "tribev2", "standin", "demo", "module:Class", or "auto" (tribev2 with a GPU, else the stand-in)
+teacher_options = {}  # keyword arguments for the teacher (the demo study's teacher: {"study": "<folder>"})
 checkpoint = "facebook/tribev2"  # hub id or local folder of TRIBE v2 weights
 device = "auto"
 space = "fsaverage4"  # cache space: fsaverage5, fsaverage4 (the student's targets), schaefer-400, schaefer-1000
@@ -124,7 +125,7 @@ print(f"{manifest_path}: {mf.summarize(manifest).line()}")
 
 # %%
 options = {"checkpoint": checkpoint, "device": device} if real else {}
-model = load_teacher(teacher, **options)
+model = load_teacher(teacher, **options, **teacher_options)
 try:
     report = run_job(manifest_path, teacher_job_work(media_root, run_root / "teacher", model, space=space),
                      budget=session.loop_budget(session_limit_s), after_item=session.pusher(sync_every_s))

@@ -39,6 +39,31 @@ def python() -> str:
     return sys.executable
 
 
+@pytest.fixture(scope="session")
+def demo_study(tmp_path_factory) -> Path:
+    """The demo study, built once per test run by executing ``notebooks/00_demo_study`` (which runs
+    notebooks 01 and 02 inside it). Tests must not change it: copy it (``broken_copy``) to break it.
+
+    ``TINYTRIBE_DEMO_STUDY=<folder>`` reuses a study built before (for quick local reruns)."""
+    reuse = os.environ.get("TINYTRIBE_DEMO_STUDY")
+    if reuse and (Path(reuse) / "study.json").is_file() and (Path(reuse) / "truth" / "teacher_r.json").is_file():
+        return Path(reuse)
+    from tinytribe.cli import run_notebook
+
+    base = tmp_path_factory.mktemp("demo")
+    root = base / "study"
+    run_notebook("00_demo_study", base / "executed", {"root": str(root)}, cwd=base)
+    return root
+
+
+@pytest.fixture
+def broken_copy(demo_study, tmp_path):
+    """A private copy of the demo study (without media) for tests that break it."""
+    dst = tmp_path / "study"
+    shutil.copytree(demo_study, dst, ignore=shutil.ignore_patterns("stimuli", "notebooks", "chunks"))
+    return dst
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

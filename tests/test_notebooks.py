@@ -126,3 +126,23 @@ def test_teacher_notebook_resumes_to_the_same_cache_as_one_run(tmp_path):
                 np.testing.assert_array_equal(x[key], y[key], err_msg=f"{a.id}: {key}")
             else:
                 assert x[key] == y[key], f"{a.id}: {key}"
+
+
+@pytest.mark.notebook
+def test_demo_notebook_builds_and_shows_the_study(demo_study):
+    executed = demo_study.parent / "executed" / "00_demo_study.ipynb"
+    if not executed.exists():
+        pytest.skip("the demo study was reused (TINYTRIBE_DEMO_STUDY), not built by this run")
+    text = _text_outputs(executed)
+    for part in ("story01.mp4", "The", "North", "4 subjects, 8 stimuli, 48 runs in fsaverage4",
+                 "teacher r vs truth", "true ceiling", "demo study ready"):
+        assert part in text, part
+    nb = json.loads(executed.read_text())
+    pngs = sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+    assert pngs == 5, "frames, features, truth maps, ceiling + teacher maps, one vertex"
+    for inner in ("01_extract_features", "02_teacher_inference"):  # run through the normal notebooks
+        assert "finished:" in _text_outputs(demo_study / "notebooks" / f"{inner}.ipynb")
+    from tinytribe.formats import TeacherChunk
+
+    chunks = sorted((demo_study / "teacher_job" / "teacher").glob("*.npz"))
+    assert len(chunks) == 8 and TeacherChunk.load(chunks[0]).teacher["id"] == "tinytribe/demo-teacher"

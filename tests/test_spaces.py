@@ -64,3 +64,17 @@ def test_bad_reductions_say_why():
         reduce_space(np.zeros((1, 5124)), "fsaverage4", "fsaverage5")
     with pytest.raises(ValueError, match="data has 10 vertices, the atlas 20484"):
         parcel_means(np.zeros((1, 10)), parcellation("schaefer-400")[0])
+
+
+def test_upsampling_fsaverage4_keeps_shared_vertices_and_inverts_the_reduction():
+    from tinytribe.spaces import upsample_fsaverage4
+
+    rng = np.random.default_rng(0)
+    x4 = rng.standard_normal((2, 5124))
+    x5 = upsample_fsaverage4(x4)
+    assert x5.shape == (2, 20484)
+    np.testing.assert_array_equal(reduce_space(x5, "fsaverage5", "fsaverage4"), x4)
+    # a child vertex takes one of its two parents' values
+    assert np.isin(x5[0, 2562:10242], x4[0, :2562]).all() and np.isin(x5[0, 12804:], x4[0, 2562:]).all()
+    with pytest.raises(ValueError, match="fsaverage4 has 5124"):
+        upsample_fsaverage4(np.zeros(20484))

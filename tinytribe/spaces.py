@@ -20,7 +20,9 @@ from tinytribe.formats import SPACES, space_size
 FSAVERAGE5_PER_HEMI = 10_242
 FSAVERAGE4_PER_HEMI = 2_562
 ATLAS_DIR = Path(__file__).parent / "assets" / "atlases"
-PARCELLATIONS = {"schaefer-400": "schaefer_400", "schaefer-1000": "schaefer_1000"}
+# atlas name -> file stem in ATLAS_DIR (lh.<stem>.annot, rh.<stem>.annot); provenance in its README
+ATLASES = {"schaefer-400": "schaefer_400", "schaefer-1000": "schaefer_1000", "hcp-mmp1": "hcp_mmp1", "yeo-7": "yeo_7"}
+PARCELLATIONS = ("schaefer-400", "schaefer-1000")  # atlases that are also output spaces
 
 
 def fsaverage4_indices() -> np.ndarray:
@@ -49,16 +51,26 @@ def read_annot_pair(lh: str | Path, rh: str | Path) -> tuple[np.ndarray, list[st
 
 
 @functools.cache
-def parcellation(space: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """The shipped fsaverage5 labels of a parcel space (``schaefer-400``, ``schaefer-1000``)."""
-    if space not in PARCELLATIONS:
-        raise ValueError(f"no parcellation for space {space!r}; choose from {sorted(PARCELLATIONS)}")
-    stem = PARCELLATIONS[space]
+def load_atlas(name: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A shipped fsaverage5 atlas: ``schaefer-400``, ``schaefer-1000``, ``hcp-mmp1`` (Glasser 360) or
+    ``yeo-7``. Returns read-only ``(20484,)`` labels (0 = medial wall / unlabelled) and the names,
+    ``names[k - 1]`` for label ``k``."""
+    if name not in ATLASES:
+        raise ValueError(f"no atlas {name!r}; choose from {sorted(ATLASES)}")
+    stem = ATLASES[name]
     labels, names = read_annot_pair(ATLAS_DIR / f"lh.{stem}.annot", ATLAS_DIR / f"rh.{stem}.annot")
-    if len(names) != space_size(space):
-        raise ValueError(f"{stem}: {len(names)} parcels, expected {space_size(space)}")
     labels.setflags(write=False)
     return labels, tuple(names)
+
+
+def parcellation(space: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The fsaverage5 labels of a parcel space (``schaefer-400``, ``schaefer-1000``)."""
+    if space not in PARCELLATIONS:
+        raise ValueError(f"no parcellation for space {space!r}; choose from {sorted(PARCELLATIONS)}")
+    labels, names = load_atlas(space)
+    if len(names) != space_size(space):
+        raise ValueError(f"{space}: {len(names)} parcels, expected {space_size(space)}")
+    return labels, names
 
 
 def parcel_means(x: np.ndarray, labels: np.ndarray, n_parcels: int | None = None) -> np.ndarray:
@@ -104,3 +116,30 @@ def reduce_space(x: np.ndarray, source: str, target: str) -> np.ndarray:
     known = sorted(SPACES)
     raise ValueError(f"no reduction from {source} to {target} (spaces: {', '.join(known)}; reductions go "
                      f"from fsaverage5 to fsaverage4 or to a Schaefer parcellation)")
+
+
+@functools.cache
+def _nearest_fsaverage4_parent() -> np.ndarray:
+    """For each fsaverage5 vertex, the index (into fsaverage4's 5,124) of the nearest fsaverage4 vertex
+    on the sphere (itself for the shared vertices)."""
+    from nilearn.datasets import load_fsaverage
+    from scipy.spatial import cKDTree
+
+    sphere = load_fsaverage("fsaverage5")["sphere"]
+    out = []
+    for h, hemi in enumerate(("left", "right")):
+        xyz = np.asarray(sphere.parts[hemi].coordinates, np.float64)
+        _, idx = cKDTree(xyz[:FSAVERAGE4_PER_HEMI]).query(xyz)
+        out.append(idx + h * FSAVERAGE4_PER_HEMI)
+    parent = np.concatenate(out)
+    parent.setflags(write=False)
+    return parent
+
+
+def upsample_fsaverage4(x: np.ndarray) -> np.ndarray:
+    """fsaverage4 values (..., 5124) on fsaverage5 (..., 20484): each vertex takes its nearest
+    fsaverage4 vertex on the sphere (the shared vertices keep their own value). For pictures and for
+    scoring fsaverage4 predictions against fsaverage5 data; say which space a score is in."""
+    if x.shape[-1] != 2 * FSAVERAGE4_PER_HEMI:
+        raise ValueError(f"data has {x.shape[-1]} outputs, fsaverage4 has {2 * FSAVERAGE4_PER_HEMI}")
+    return x[..., _nearest_fsaverage4_parent()]

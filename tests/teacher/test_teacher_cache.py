@@ -34,7 +34,7 @@ def test_standin_windows_equal_the_whole_file(media_dir):
     # it responds to the media: a still, silent clip gives a flat prediction after the first seconds
     still = t.predict(media_dir / "coffee_still.mp4", 0.0, 12.0).predictions
     assert whole.predictions.std(axis=0).mean() > 10 * still[9:].std(axis=0).mean()
-    with pytest.raises(ValueError, match="unknown teacher 'tribe'"):
+    with pytest.raises(ValueError, match="unknown teacher 'tribe'; choose from tribev2, standin, demo"):
         load_teacher("tribe")
 
 

@@ -99,3 +99,58 @@ def plot_teacher(chunk, n_outputs: int = 200):
     axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
     return fig
+
+
+def plot_frames(media: list, n_frames: int = 5, size: tuple[int, int] = (160, 120)):
+    """A row of frames (evenly spaced in time) per video file; audio-only files get a labelled empty row."""
+    import matplotlib.pyplot as plt
+
+    from tinytribe.features.decode import probe_media, sample_frames
+
+    fig, axes = plt.subplots(len(media), n_frames, figsize=(1.7 * n_frames, 1.35 * len(media)), squeeze=False)
+    for row, path in zip(axes, media):
+        info = probe_media(path)
+        times = (np.arange(n_frames) + 0.5) * info.duration_s / n_frames
+        frames = dict(sample_frames(path, times, size)) if info.has_video else {}
+        for i, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i in frames:
+                ax.imshow(frames[i])
+            else:
+                ax.set_facecolor("0.9")
+                ax.text(0.5, 0.5, "no video", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+            ax.set_title(f"{times[i]:.0f} s", fontsize=7)
+        row[0].set_ylabel(Path(path).name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig
+
+
+def plot_surface_maps(maps: dict[str, np.ndarray], *, cmap: str = "inferno", vmin: float | None = 0.0,
+                      vmax: float | None = None, symmetric: bool = False):
+    """Maps on the inflated fsaverage5 surface (nilearn, offline): one row per map, lateral and medial
+    views of the left and right hemispheres, sulcal depth underneath. Maps are (20484,) fsaverage5
+    values (use ``tinytribe.spaces.upsample_fsaverage4`` for fsaverage4); NaN is not drawn."""
+    import matplotlib.pyplot as plt
+    from nilearn import plotting
+    from nilearn.datasets import load_fsaverage, load_fsaverage_data
+
+    mesh = load_fsaverage("fsaverage5")
+    sulc = load_fsaverage_data(mesh="fsaverage5", mesh_type="inflated", data_type="sulcal").data
+    views = [("left", "lateral"), ("left", "medial"), ("right", "lateral"), ("right", "medial")]
+    fig, axes = plt.subplots(len(maps), 4, figsize=(10, 2.3 * len(maps)), squeeze=False,
+                             subplot_kw={"projection": "3d"})
+    for row, (name, values) in zip(axes, maps.items()):
+        values = np.asarray(values, np.float64)
+        if values.shape != (20484,):
+            raise ValueError(f"map {name!r}: {values.shape}, expected (20484,) fsaverage5 values")
+        top = vmax if vmax is not None else float(np.nanpercentile(np.abs(values), 99)) or 1.0
+        for ax, (hemi, view) in zip(row, views):
+            half = values[:10242] if hemi == "left" else values[10242:]
+            plotting.plot_surf_stat_map(mesh["inflated"].parts[hemi], np.nan_to_num(half, nan=0.0), hemi=hemi,
+                                        view=view, bg_map=sulc.parts[hemi], axes=ax, cmap=cmap, colorbar=False,
+                                        vmin=-top if symmetric else vmin, vmax=top, threshold=1e-6, figure=fig)
+        row[0].set_title(name, fontsize=9, loc="left")
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-top if symmetric else (vmin or 0.0), top))
+        fig.colorbar(sm, ax=list(row), shrink=0.6, pad=0.01)
+    return fig

@@ -74,14 +74,20 @@ def grid_times(start_s: float, end_s: float, rate_hz: float) -> np.ndarray:
     return np.arange(k0, k1) / rate_hz
 
 
+TEACHERS = {  # name -> "module:class", imported only when asked for
+    "tribev2": "tinytribe.teacher.tribev2:TribeV2Teacher",
+    "standin": "tinytribe.teacher.standin:StandInTeacher",
+    "demo": "tinytribe.data.demo.teacher:DemoTeacher",
+}
+
+
 def load_teacher(name: str, **options: Any) -> Teacher:
-    """A teacher by name: ``"tribev2"`` (the real one) or ``"standin"``; ``options`` go to its class."""
-    if name == "tribev2":
-        from tinytribe.teacher.tribev2 import TribeV2Teacher
+    """A teacher by name (``tribev2``, ``standin``, ``demo``) or as ``"module:Class"``; ``options`` go
+    to its constructor."""
+    import importlib
 
-        return TribeV2Teacher(**options)
-    if name == "standin":
-        from tinytribe.teacher.standin import StandInTeacher
-
-        return StandInTeacher(**options)
-    raise ValueError(f"unknown teacher {name!r}; choose 'tribev2' or 'standin'")
+    spec = TEACHERS.get(name, name)
+    if ":" not in spec:
+        raise ValueError(f"unknown teacher {name!r}; choose from {', '.join(TEACHERS)} or give 'module:Class'")
+    module, _, cls = spec.partition(":")
+    return getattr(importlib.import_module(module), cls)(**options)

@@ -1,0 +1,107 @@
+"""Loading the demo study, and every validation error on broken copies of it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tinytribe.data.study import StudyError, load_study
+
+
+def test_demo_study_loads_zscored_with_teacher(demo_study):
+    s = load_study(demo_study)
+    assert s.warnings == []
+    assert len(s.subjects) == 4 and len(s.stimuli) == 8 and len(s.runs) == 4 * (6 + 2 * 3)
+    assert s.study.space == "fsaverage4" and s.medial_wall.shape == (5124,) and 300 < s.medial_wall.sum() < 600
+    run = s.runs[0]
+    assert run.fmri.dtype == np.float32 and run.fmri.shape == (25, 5124)
+    np.testing.assert_allclose(run.fmri[:, s.cortex].mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(run.fmri[:, s.cortex].std(0), 1.0, atol=1e-4)
+    assert (run.fmri[:, s.medial_wall] == 0).all()
+    np.testing.assert_allclose(run.bold_times_s, np.arange(25) * 1.49)
+    t = s.stimuli["test01"].teacher
+    assert t.space == "fsaverage4" and t.predictions.shape == (30, 5124) and t.teacher["id"] == "tinytribe/demo-teacher"
+    np.testing.assert_array_equal(t.bold_times_s, np.arange(30) + 5.0)
+    assert set(s.study.splits) == {"train", "val", "test"} and len(s.split("test")) == 4 * 2 * 3
+    assert s.stimuli["radio01"].modalities == ["text", "audio"] and s.stimuli["silent01"].modalities == ["video"]
+    raw = load_study(demo_study, zscore=False, teacher=False, subjects=["sub-02"])
+    assert {r.subject for r in raw.runs} == {"sub-02"} and raw.stimuli["test01"].teacher is None
+    with pytest.raises(StudyError, match="no split 'holdout'"):
+        s.split("holdout")
+
+
+def _run_path(root, subject="sub-01", stimulus="story01"):
+    return root / "fmri" / subject / f"{stimulus}.npy"
+
+
+def test_missing_files_are_named(broken_copy):
+    (broken_copy / "features" / "story02.npz").unlink()
+    with pytest.raises(StudyError, match=r"features/story02.npz: features of stimulus 'story02' missing"):
+        load_study(broken_copy)
+
+
+def test_missing_teacher_chunk_is_named(broken_copy):
+    study = json.loads((broken_copy / "study.json").read_text())
+    chunk = broken_copy / study["stimuli"]["test02"]["teacher"][0]
+    chunk.unlink()
+    with pytest.raises(StudyError, match=f"{chunk.name}: teacher chunk of stimulus 'test02' missing"):
+        load_study(broken_copy)
+    assert load_study(broken_copy, teacher=False).stimuli["test02"].teacher is None
+
+
+def test_missing_run_is_skipped_with_a_warning(broken_copy):
+    _run_path(broken_copy, "sub-03", "story01").unlink()
+    with pytest.warns(UserWarning, match="sub-03/story01.npy: fMRI run of sub-03 on story01 missing; run skipped"):
+        s = load_study(broken_copy)
+    assert len(s.runs) == 47 and len(s.warnings) == 1
+    with pytest.raises(StudyError, match="sub-03/story01.npy: fMRI run of sub-03 on story01 missing$"):
+        load_study(broken_copy, missing_runs="error")
+
+
+def test_wrong_shape_is_named(broken_copy):
+    np.save(_run_path(broken_copy), np.zeros((25, 20484), np.float32))
+    with pytest.raises(StudyError, match=r"sub-01/story01.npy: shape \(25, 20484\), expected \(n_TR, 5124\) for fsaverage4"):
+        load_study(broken_copy)
+
+
+def test_nan_count_location_and_policies(broken_copy):
+    a = np.load(_run_path(broken_copy))
+    cortex = ~np.load(broken_copy / "medial_wall.npy")
+    v = np.flatnonzero(cortex)[:3]
+    a[4, v] = np.nan
+    a[17, v[0]] = np.inf
+    a[:, ~cortex] = np.nan  # NaN on the medial wall is normal and ignored
+    np.save(_run_path(broken_copy), a)
+    with pytest.raises(StudyError, match=rf"4 NaN/Inf values in 2 TRs \(TR 4, 17\) and 3 vertices \(first: {v[0]}\); "
+                                         r"load with nan_policy='drop' or 'interpolate'"):
+        load_study(broken_copy)
+    with pytest.warns(UserWarning, match="dropped 2 TRs"):
+        dropped = load_study(broken_copy, nan_policy="drop", teacher=False)
+    run = next(r for r in dropped.runs if r.path.name == "story01.npy" and r.subject == "sub-01")
+    assert run.fmri.shape[0] == 23 and 4 * 1.49 not in run.bold_times_s.round(2).tolist()
+    with pytest.warns(UserWarning, match="interpolated"):
+        filled = load_study(broken_copy, nan_policy="interpolate", teacher=False, zscore=False)
+    run = next(r for r in filled.runs if r.path.name == "story01.npy" and r.subject == "sub-01")
+    assert np.isfinite(run.fmri).all() and run.fmri.shape[0] == 25
+    np.testing.assert_allclose(run.fmri[4, v[1]], (a[3, v[1]] + a[5, v[1]]) / 2, rtol=1e-5)
+
+
+def test_length_mismatch_says_by_how_much(broken_copy):
+    np.save(_run_path(broken_copy), np.load(_run_path(broken_copy))[:5])
+    with pytest.raises(StudyError, match=r"5 TRs cover 7.\d s of BOLD, the stimulus 'story01' lasts 30.0 s: "
+                                         r"22.\d s shorter, beyond the 20 s tolerance"):
+        load_study(broken_copy)
+    assert len(load_study(broken_copy, length_tolerance_s=25.0).runs) == 48
+
+
+def test_bad_medial_wall_and_bad_keys(broken_copy):
+    np.save(broken_copy / "medial_wall.npy", np.zeros(20484, bool))
+    with pytest.raises(StudyError, match=r"medial_wall.npy: medial-wall mask has shape \(20484,\), expected \(5124,\)"):
+        load_study(broken_copy)
+    study = json.loads((broken_copy / "study.json").read_text())
+    study["runs"][0]["tr"] = 2.0
+    (broken_copy / "study.json").write_text(json.dumps(study))
+    with pytest.raises(StudyError, match="tr"):
+        load_study(broken_copy)

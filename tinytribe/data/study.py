@@ -1,0 +1,228 @@
+"""Load a study folder (``docs/FORMATS.md`` §4) and say exactly what is wrong with it.
+
+    study = load_study("runs/demo_study")                      # z-scored runs, features, teacher
+    study = load_study(path, nan_policy="interpolate", length_tolerance_s=30)
+
+Checks, each a one-line :class:`StudyError` naming the file and the reason:
+
+- every feature and teacher file exists and is in its format;
+- every fMRI run is ``(n_TR, V)`` with ``V`` the study space's size, and its BOLD times increase;
+- no NaN/Inf outside the medial wall (count and location; ``nan_policy="drop"`` removes those TRs,
+  ``"interpolate"`` fills them per vertex along time);
+- the run's BOLD span matches the stimulus duration within ``length_tolerance_s`` (by how much it does not);
+- the medial-wall mask has the right length.
+
+A run whose fMRI file is missing is skipped with a warning (Algonauts 2025's sub-02 and sub-05 really
+lack some episodes); ``missing_runs="error"`` makes it an error. Medial-wall vertices are set to 0 and
+excluded from losses and means through :attr:`LoadedStudy.cortex`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from tinytribe.formats import FeatureCache, FormatError, Study, TeacherChunk
+
+
+class StudyError(ValueError):
+    """What is wrong with a study, in one line naming the file."""
+
+
+@dataclass
+class RunData:
+    """One fMRI run, loaded: ``fmri[k]`` is the BOLD sample at ``bold_times_s[k]`` covering ``tr_s``."""
+
+    subject: str
+    subject_index: int
+    stimulus: str
+    repeat: int
+    fmri: np.ndarray
+    bold_times_s: np.ndarray
+    tr_s: float
+    path: Path
+
+
+@dataclass
+class StimulusData:
+    id: str
+    duration_s: float
+    features: FeatureCache
+    modalities: list[str]
+    teacher: TeacherChunk | None = None
+
+
+@dataclass
+class LoadedStudy:
+    root: Path
+    study: Study
+    runs: list[RunData]
+    stimuli: dict[str, StimulusData]
+    medial_wall: np.ndarray           # (V,) bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def cortex(self) -> np.ndarray:
+        """(V,) bool: the outputs that count in losses and means."""
+        return ~self.medial_wall
+
+    @property
+    def subjects(self) -> list[str]:
+        return self.study.subjects
+
+    def split(self, name: str) -> list[int]:
+        """Indices of the runs whose stimulus is in split ``name``."""
+        if name not in self.study.splits:
+            raise StudyError(f"{self.root / 'study.json'}: no split {name!r} (splits: {', '.join(self.study.splits)})")
+        wanted = set(self.study.splits[name])
+        return [i for i, r in enumerate(self.runs) if r.stimulus in wanted]
+
+
+def _bad_values(a: np.ndarray, where: str, cortex: np.ndarray) -> str | None:
+    bad = ~np.isfinite(a) & cortex[None, :]
+    if not bad.any():
+        return None
+    trs = np.flatnonzero(bad.any(axis=1))
+    verts = np.flatnonzero(bad.any(axis=0))
+    shown = ", ".join(str(t) for t in trs[:5]) + (" ..." if trs.size > 5 else "")
+    return (f"{where}: {int(bad.sum())} NaN/Inf values in {trs.size} TRs (TR {shown}) and {verts.size} vertices "
+            f"(first: {verts[0]})")
+
+
+def _interpolate(a: np.ndarray, cortex: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    t = np.arange(a.shape[0])
+    for v in np.flatnonzero((~np.isfinite(a)).any(axis=0) & cortex):
+        ok = np.isfinite(a[:, v])
+        a[:, v] = np.interp(t, t[ok], a[ok, v]) if ok.any() else 0.0
+    return a
+
+
+def zscore_runs(fmri: np.ndarray) -> np.ndarray:
+    """Per-vertex z-scores over time; a constant vertex becomes 0."""
+    mean = fmri.mean(axis=0, keepdims=True)
+    std = fmri.std(axis=0, keepdims=True)
+    return np.where(std > 0, (fmri - mean) / np.where(std > 0, std, 1.0), 0.0).astype(np.float32)
+
+
+def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["error", "drop", "interpolate"] = "error",
+               length_tolerance_s: float = 20.0, missing_runs: Literal["warn", "error"] = "warn",
+               teacher: bool = True, subjects: list[str] | None = None) -> LoadedStudy:
+    """Load and validate a study folder (see the module docstring).
+
+    Args:
+        root: the folder holding ``study.json``.
+        zscore: z-score each run per vertex over time (medial wall stays 0).
+        nan_policy: what to do with NaN/Inf in cortex: refuse, drop those TRs, or interpolate.
+        length_tolerance_s: how far a run's BOLD span may differ from its stimulus's duration.
+        missing_runs: a run whose fMRI file is missing: skip it with a warning, or refuse.
+        teacher: load (and stitch) the stimuli's teacher chunks.
+        subjects: load only these subjects.
+    """
+    if nan_policy not in ("error", "drop", "interpolate"):
+        raise ValueError(f"nan_policy must be 'error', 'drop' or 'interpolate', got {nan_policy!r}")
+    root = Path(root)
+    try:
+        study = Study.load(root)
+    except (FormatError, ValueError, TypeError) as e:
+        raise StudyError(str(e).splitlines()[0]) from None
+    n_out = study.n_outputs
+    notes: list[str] = []
+
+    def warn(msg: str) -> None:
+        notes.append(msg)
+        warnings.warn(msg, stacklevel=3)
+
+    medial = np.zeros(n_out, bool)
+    if study.medial_wall:
+        path = root / study.medial_wall
+        if not path.is_file():
+            raise StudyError(f"{path}: medial-wall mask missing")
+        medial = np.load(path).astype(bool)
+        if medial.shape != (n_out,):
+            raise StudyError(f"{path}: medial-wall mask has shape {medial.shape}, expected ({n_out},) for {study.space}")
+    cortex = ~medial
+
+    stimuli: dict[str, StimulusData] = {}
+    for sid, st in study.stimuli.items():
+        fpath = root / st.features
+        if not fpath.is_file():
+            raise StudyError(f"{fpath}: features of stimulus {sid!r} missing (run the feature extraction)")
+        try:
+            fc = FeatureCache.load(fpath)
+        except FormatError as e:
+            raise StudyError(str(e).splitlines()[0]) from None
+        tc = None
+        if teacher and st.teacher:
+            from tinytribe.teacher.cache import stitch_chunks
+
+            chunks = []
+            for rel in st.teacher:
+                tpath = root / rel
+                if not tpath.is_file():
+                    raise StudyError(f"{tpath}: teacher chunk of stimulus {sid!r} missing")
+                try:
+                    chunks.append(TeacherChunk.load(tpath))
+                except FormatError as e:
+                    raise StudyError(str(e).splitlines()[0]) from None
+            tc = stitch_chunks(chunks)
+        stimuli[sid] = StimulusData(sid, st.duration_s, fc, list(st.modalities), tc)
+
+    runs: list[RunData] = []
+    for r in study.runs:
+        if subjects is not None and r.subject not in subjects:
+            continue
+        path = root / r.fmri
+        if not path.is_file():
+            msg = f"{path}: fMRI run of {r.subject} on {r.stimulus} missing; run skipped"
+            if missing_runs == "error":
+                raise StudyError(msg.replace("; run skipped", ""))
+            warn(msg)
+            continue
+        try:
+            a = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise StudyError(f"{path}: not a readable .npy array ({e})") from None
+        if a.ndim != 2 or a.shape[1] != n_out:
+            raise StudyError(f"{path}: shape {a.shape}, expected (n_TR, {n_out}) for {study.space}")
+        a = a.astype(np.float32)
+        a[:, medial] = 0.0
+        if r.bold_times:
+            times = np.load(root / r.bold_times).astype(np.float64)
+            if times.shape != (a.shape[0],):
+                raise StudyError(f"{root / r.bold_times}: {times.shape[0]} BOLD times for {a.shape[0]} TRs in {path}")
+        else:
+            times = r.first_bold_s + np.arange(a.shape[0]) * r.tr_s
+        if times.size > 1 and not np.all(np.diff(times) > 0):
+            raise StudyError(f"{path}: BOLD times do not increase")
+        tr = r.tr_s if r.tr_s else float(np.median(np.diff(times)))
+        problem = _bad_values(a, str(path), cortex)
+        if problem:
+            if nan_policy == "error":
+                raise StudyError(f"{problem}; load with nan_policy='drop' or 'interpolate'")
+            if nan_policy == "drop":
+                keep = np.isfinite(a[:, cortex]).all(axis=1)
+                a, times = a[keep], times[keep]
+                warn(f"{problem}: dropped {int((~keep).sum())} TRs")
+            else:
+                a = _interpolate(a, cortex)
+                warn(f"{problem}: interpolated")
+        duration = study.stimuli[r.stimulus].duration_s
+        end = times[-1] + tr
+        if abs(end - duration) > length_tolerance_s:
+            how = "longer" if end > duration else "shorter"
+            raise StudyError(f"{path}: {a.shape[0]} TRs cover {end:.1f} s of BOLD, the stimulus {r.stimulus!r} "
+                             f"lasts {duration:.1f} s: {abs(end - duration):.1f} s {how}, beyond the "
+                             f"{length_tolerance_s:g} s tolerance")
+        if zscore:
+            a = zscore_runs(a)
+            a[:, medial] = 0.0
+        runs.append(RunData(r.subject, study.subjects.index(r.subject), r.stimulus, r.repeat, a, times, tr, path))
+    for s in subjects or study.subjects:
+        if not any(run.subject == s for run in runs):
+            warn(f"{root}: subject {s} has no run left")
+    return LoadedStudy(root, study, runs, stimuli, medial, notes)

@@ -1,0 +1,196 @@
+"""Training windows: N TRs of one run, with the features that may explain them.
+
+A window of TRs ``k0 .. k0 + N - 1`` of a run has BOLD samples at ``tau_k`` covering
+``[tau_k, tau_k + TR)``. Its feature window runs from ``tau_k0 - lead_in_s`` (past features the HRF
+needs: 16 s by default, the length of the student's HRF filter) to the end of its last BOLD sample,
+``tau_last + TR`` -- only steps that end by then, so a non-causal model cannot peek at the future.
+Feature steps before the stimulus's first or after its last step are zeros with mask 0 (nothing was
+on screen): every window of N TRs of a study has the same number of feature steps.
+
+Teacher targets keep their own grid: rows whose interval ``[tau, tau + width)`` lies inside
+``[tau_k0, tau_last + TR)``; activations whose time lies inside the feature window.
+
+    windows = make_windows(study, study.split("train"), n_trs=50)
+    batch = collate([window_item(study, w) for w in windows[:8]])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tinytribe.data.study import LoadedStudy
+from tinytribe.formats import MODALITIES
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Window:
+    """TRs ``first .. first + n - 1`` of run ``run`` (an index into ``LoadedStudy.runs``)."""
+
+    run: int
+    first: int
+    n: int
+
+
+def make_windows(study: LoadedStudy, runs: list[int] | None = None, *, n_trs: int = 50,
+                 stride_trs: int | None = None, min_trs: int = 1) -> list[Window]:
+    """Windows of ``n_trs`` TRs every ``stride_trs`` (default ``n_trs``: no overlap) over the runs.
+
+    The last window of a run may be shorter; windows shorter than ``min_trs`` are dropped. A training
+    curriculum changes ``n_trs`` (50, then 100) and makes new windows.
+    """
+    if n_trs < 1:
+        raise ValueError(f"n_trs must be >= 1, got {n_trs}")
+    stride = stride_trs or n_trs
+    if stride < 1:
+        raise ValueError(f"stride_trs must be >= 1, got {stride}")
+    out = []
+    for i in range(len(study.runs)) if runs is None else runs:
+        total = study.runs[i].fmri.shape[0]
+        for first in range(0, total, stride):
+            n = min(n_trs, total - first)
+            if n >= min_trs:
+                out.append(Window(i, first, n))
+            if first + n >= total:
+                break
+    return out
+
+
+def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0) -> dict[str, Any]:
+    """Everything one window holds, as numpy arrays.
+
+    Returns a dict with ``features`` / ``masks`` (per modality, (T, D) float32 / (T,) bool), ``t0``
+    (stimulus time of feature step 0), ``rate_hz``, ``available`` (3,) bool in ``MODALITIES`` order,
+    ``fmri`` (N, V), ``bold_times_s`` (N,), ``tr_s``, ``subject``, ``stimulus``, and -- when the
+    stimulus has a teacher -- ``teacher`` (K, V_t), ``teacher_times_s`` (K,), ``teacher_width_s``,
+    ``teacher_acts`` (name -> (M, D)) and ``teacher_act_times_s``.
+    """
+    run = study.runs[w.run]
+    stim = study.stimuli[run.stimulus]
+    fc = stim.features
+    rate = fc.rate_hz
+    bold = run.bold_times_s[w.first:w.first + w.n]
+    t_end = bold[-1] + run.tr_s
+    i0 = math.floor((bold[0] - lead_in_s - fc.t0_s) * rate + EPS)
+    i1 = math.floor((t_end - fc.t0_s) * rate + EPS)         # steps ending by t_end: nothing from later
+    lo, hi = max(i0, 0), min(i1, fc.n_steps)
+    feats, masks = {}, {}
+    for m in fc.features:
+        x = np.zeros((i1 - i0, fc.features[m].shape[1]), np.float32)
+        k = np.zeros(i1 - i0, bool)
+        if hi > lo:
+            x[lo - i0:hi - i0] = fc.features[m][lo:hi]
+            k[lo - i0:hi - i0] = fc.masks[m][lo:hi]
+        feats[m], masks[m] = x, k
+    item: dict[str, Any] = {
+        "features": feats, "masks": masks, "t0": fc.t0_s + i0 / rate, "rate_hz": rate,
+        "available": np.array([m in stim.modalities for m in MODALITIES]),
+        "fmri": run.fmri[w.first:w.first + w.n], "bold_times_s": bold, "tr_s": run.tr_s,
+        "subject": run.subject_index, "stimulus": run.stimulus}
+    tc = stim.teacher
+    if tc is not None:
+        keep = (tc.bold_times_s >= bold[0] - EPS) & (tc.bold_times_s + tc.sample_width_s <= t_end + EPS)
+        item |= {"teacher": tc.predictions[keep].astype(np.float32), "teacher_times_s": tc.bold_times_s[keep],
+                 "teacher_width_s": tc.sample_width_s}
+        f_start = fc.t0_s + i0 / rate
+        acts, times = {}, {}
+        for name, a in tc.activations.items():
+            t = tc.activation_times_s[name]
+            k = (t >= f_start - EPS) & (t < t_end - EPS)
+            acts[name], times[name] = a[k].astype(np.float32), t[k]
+        item |= {"teacher_acts": acts, "teacher_act_times_s": times}
+    return item
+
+
+def collate(items: list[dict[str, Any]]):
+    """Stack window items into a batch for :class:`tinytribe.model.TinyTribe`.
+
+    Feature streams of different lengths are padded at the *start* (earlier ``t0``, zeros: nothing on
+    screen before), targets at the end with NaN times (ignored by the model's time grids).
+
+    Returns:
+        a dict: ``features`` {m: (B, T, D)}, ``masks`` {m: (B, T)}, ``available`` (B, 3), ``t0`` (B,),
+        ``grids`` {"fmri": TimeGrid[, "teacher": TimeGrid]}, ``fmri`` (B, N, V), ``fmri_valid`` (B, N),
+        ``subject`` (B,), and ``teacher`` (B, K, V_t) / ``teacher_valid`` (B, K) when every item has one.
+    """
+    import torch
+
+    from tinytribe.model.timegrid import TimeGrid
+
+    if not items:
+        raise ValueError("collate needs at least one window")
+    rates = {it["rate_hz"] for it in items}
+    trs = {round(it["tr_s"], 6) for it in items}
+    if len(rates) > 1 or len(trs) > 1:
+        raise ValueError(f"windows mix feature rates {sorted(rates)} or TRs {sorted(trs)}: batch each study separately")
+    rate = rates.pop()
+    T = max(next(iter(it["features"].values())).shape[0] for it in items)
+    B = len(items)
+    feats, masks = {}, {}
+    for m in items[0]["features"]:
+        D = items[0]["features"][m].shape[1]
+        x = np.zeros((B, T, D), np.float32)
+        k = np.zeros((B, T), bool)
+        for b, it in enumerate(items):
+            n = it["features"][m].shape[0]
+            x[b, T - n:], k[b, T - n:] = it["features"][m], it["masks"][m]
+        feats[m], masks[m] = torch.from_numpy(x), torch.from_numpy(k)
+    t0 = torch.tensor([it["t0"] - (T - next(iter(it["features"].values())).shape[0]) / rate for it in items],
+                      dtype=torch.float64)
+
+    def targets(key: str, times_key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        N = max(it[key].shape[0] for it in items)
+        V = items[0][key].shape[1]
+        y = np.zeros((B, N, V), np.float32)
+        t = np.full((B, N), np.nan)
+        for b, it in enumerate(items):
+            n = it[key].shape[0]
+            y[b, :n], t[b, :n] = it[key], it[times_key]
+        return torch.from_numpy(y), torch.from_numpy(t), torch.from_numpy(~np.isnan(t))
+
+    fmri, times, valid = targets("fmri", "bold_times_s")
+    batch = {"features": feats, "masks": masks, "available": torch.from_numpy(np.stack([it["available"] for it in items])),
+             "t0": t0, "grids": {"fmri": TimeGrid(times, items[0]["tr_s"])}, "fmri": fmri, "fmri_valid": valid,
+             "subject": torch.tensor([it["subject"] for it in items])}
+    if all("teacher" in it for it in items):
+        y, t, v = targets("teacher", "teacher_times_s")
+        batch |= {"teacher": y, "teacher_valid": v}
+        batch["grids"]["teacher"] = TimeGrid(t, items[0]["teacher_width_s"])
+    return batch
+
+
+class WindowSampler:
+    """Draws windows from several studies with per-study sampling weights (uniformly within a study).
+
+    Deterministic from ``seed``; ``position`` counts draws so a resumed run continues the same sequence.
+    """
+
+    def __init__(self, windows: dict[str, list[Window]], weights: dict[str, float] | None = None, *, seed: int = 0):
+        empty = [k for k, v in windows.items() if not v]
+        if empty:
+            raise ValueError(f"no windows for {', '.join(empty)}")
+        self.names = sorted(windows)
+        self.windows = windows
+        w = np.array([(weights or {}).get(n, 1.0) for n in self.names], dtype=np.float64)
+        if (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"sampling weights must be >= 0 with a positive sum, got {dict(zip(self.names, w))}")
+        unknown = set(weights or {}) - set(self.names)
+        if unknown:
+            raise ValueError(f"weights for unknown studies: {sorted(unknown)}")
+        self.p = w / w.sum()
+        self.seed = seed
+        self.position = 0
+
+    def draw(self, n: int) -> list[tuple[str, Window]]:
+        out = []
+        for _ in range(n):
+            rng = np.random.default_rng((self.seed, self.position))
+            name = self.names[rng.choice(len(self.names), p=self.p)]
+            out.append((name, self.windows[name][rng.integers(len(self.windows[name]))]))
+            self.position += 1
+        return out
