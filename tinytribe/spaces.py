@@ -143,3 +143,11 @@ def upsample_fsaverage4(x: np.ndarray) -> np.ndarray:
     if x.shape[-1] != 2 * FSAVERAGE4_PER_HEMI:
         raise ValueError(f"data has {x.shape[-1]} outputs, fsaverage4 has {2 * FSAVERAGE4_PER_HEMI}")
     return x[..., _nearest_fsaverage4_parent()]
+
+
+def to_space(x: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Map (..., V) values between spaces: reductions as :func:`reduce_space`, fsaverage4 -> fsaverage5
+    by :func:`upsample_fsaverage4`. Anything else is refused (say which space a score is in)."""
+    if source == "fsaverage4" and target == "fsaverage5":
+        return upsample_fsaverage4(x)
+    return reduce_space(x, source, target)

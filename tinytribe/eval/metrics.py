@@ -35,3 +35,22 @@ def pearson_r_torch(a, b, dim: int = 0):
     num = (a * b).sum(dim=dim)
     den = torch.sqrt((a * a).sum(dim=dim) * (b * b).sum(dim=dim))
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.full_like(num, float("nan")))
+
+
+def resample(values: np.ndarray, times: np.ndarray, width_s: float, target_times: np.ndarray,
+             target_width_s: float, min_coverage: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
+    """Samples covering ``[t, t + width_s)`` averaged onto target samples ``[tau, tau + target_width_s)``.
+
+    Each target is the overlap-weighted mean of the samples it overlaps (e.g. a 1 Hz teacher onto a
+    1.49 s TR grid). Returns the resampled values (n_target, ...) and which targets are covered for at
+    least ``min_coverage`` of their width (the others are NaN).
+    """
+    values = np.asarray(values, np.float64)
+    lo = np.maximum(target_times[:, None], times[None, :])
+    hi = np.minimum(target_times[:, None] + target_width_s, times[None, :] + width_s)
+    w = np.clip(hi - lo, 0.0, None)                               # (n_target, n_source)
+    covered = w.sum(1) >= min_coverage * target_width_s - 1e-9
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.tensordot(w / w.sum(1, keepdims=True), values, axes=(1, 0))
+    out[~covered] = np.nan
+    return out, covered

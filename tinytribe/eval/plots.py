@@ -154,3 +154,25 @@ def plot_surface_maps(maps: dict[str, np.ndarray], *, cmap: str = "inferno", vmi
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-top if symmetric else (vmin or 0.0), top))
         fig.colorbar(sm, ax=list(row), shrink=0.6, pad=0.01)
     return fig
+
+
+def plot_roi_bars(rows: list[dict], models: list[str], title: str = ""):
+    """Grouped bars per ROI: each model's mean r, and the noise ceiling as a grey bar behind them."""
+    import matplotlib.pyplot as plt
+
+    rois = [r["roi"] for r in rows]
+    x = np.arange(len(rois))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(rois) + 2), 3.4))
+    if rows and "ceiling" in rows[0]:
+        ax.bar(x, [r["ceiling"] for r in rows], width=0.9, color="0.88", label="noise ceiling")
+    width = 0.8 / max(len(models), 1)
+    for k, name in enumerate(models):
+        ax.bar(x - 0.4 + width * (k + 0.5), [r[name] for r in rows], width=width, label=name)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(x)
+    ax.set_xticklabels(rois, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("Pearson r")
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.legend(fontsize=7, ncol=len(models) + 1)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,102 @@
+"""Regions of interest, named as neuroscientists expect, on any mesh space.
+
+Named ROIs (both hemispheres): early visual (HCP-MMP1 V1, V2, V3), auditory (A1, LBelt, MBelt,
+PBelt, RI), language (44, 45, STSda, STSdp, STSva, STSvp, TPOJ1), default mode (Yeo-7 network 7),
+and every Yeo-7 network. Add your own with :func:`rois_from_labels` (a vertex->label vector) or
+:func:`rois_from_annot` (a FreeSurfer ``.annot`` pair on fsaverage5).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tinytribe.formats import space_size
+from tinytribe.spaces import fsaverage4_indices, load_atlas, parcel_means, parcellation, read_annot_pair
+
+HCP_ROIS = {
+    "early visual": ("V1", "V2", "V3"),
+    "auditory": ("A1", "LBelt", "MBelt", "PBelt", "RI"),
+    "language": ("44", "45", "STSda", "STSdp", "STSva", "STSvp", "TPOJ1"),
+}
+YEO_NETWORKS = ("visual", "somatomotor", "dorsal attention", "ventral attention", "limbic", "frontoparietal",
+                "default")
+
+
+def _to_space(mask5: np.ndarray, space: str) -> np.ndarray:
+    if space == "fsaverage5":
+        return mask5
+    if space == "fsaverage4":
+        return mask5[fsaverage4_indices()]
+    raise ValueError(f"ROIs are defined on meshes (fsaverage5, fsaverage4), not on {space}")
+
+
+def named_rois(space: str = "fsaverage5") -> dict[str, np.ndarray]:
+    """The named ROIs as (V,) boolean masks in ``space``."""
+    hcp, names = load_atlas("hcp-mmp1")
+    bare = [n.removeprefix("L_").removeprefix("R_").removesuffix("_ROI") for n in names]
+    out = {}
+    for roi, areas in HCP_ROIS.items():
+        out[roi] = _to_space(np.isin(hcp, [i + 1 for i, n in enumerate(bare) if n in areas]), space)
+    yeo, ynames = load_atlas("yeo-7")
+    for k, net in enumerate(YEO_NETWORKS, start=1):
+        ids = [i + 1 for i, n in enumerate(ynames) if n == f"7Networks_{k}"]
+        mask = _to_space(np.isin(yeo, ids), space)
+        if net == "default":
+            out["default mode"] = mask
+        out[f"Yeo {k} {net}"] = mask
+    return out
+
+
+def rois_from_labels(labels: np.ndarray, names: dict[int, str] | list[str] | None = None,
+                     space: str = "fsaverage5") -> dict[str, np.ndarray]:
+    """ROIs from a vertex->label vector (0 = none); ``names`` by label (a list: ``names[k - 1]``)."""
+    labels = np.asarray(labels)
+    n = space_size(space)
+    if labels.shape != (n,):
+        raise ValueError(f"label vector has shape {labels.shape}, expected ({n},) for {space}")
+    out = {}
+    for k in np.unique(labels[labels > 0]):
+        if isinstance(names, dict):
+            name = names.get(int(k), f"label {k}")
+        elif names is not None:
+            name = names[int(k) - 1]
+        else:
+            name = f"label {k}"
+        out[name] = labels == k
+    return out
+
+
+def rois_from_annot(lh: str | Path, rh: str | Path, space: str = "fsaverage5") -> dict[str, np.ndarray]:
+    """ROIs from a FreeSurfer ``.annot`` pair on fsaverage5 (one ROI per label, both hemispheres merged
+    when the names match)."""
+    labels, names = read_annot_pair(lh, rh)
+    out: dict[str, np.ndarray] = {}
+    for k, name in enumerate(names, start=1):
+        out[name] = out.get(name, np.zeros(labels.shape, bool)) | (labels == k)
+    return {n: _to_space(m, space) for n, m in out.items() if m.any()}
+
+
+def roi_means(values: np.ndarray, rois: dict[str, np.ndarray], cortex: np.ndarray | None = None) -> dict[str, float]:
+    """Mean of (V,) ``values`` inside each ROI (and the cortex, when given), NaN ignored."""
+    values = np.asarray(values, np.float64)
+    out = {}
+    for name, mask in rois.items():
+        if mask.shape != values.shape:
+            raise ValueError(f"ROI {name!r} has {mask.shape[0]} vertices, the values {values.shape[0]}")
+        m = mask & cortex if cortex is not None else mask
+        out[name] = float(np.nanmean(values[m])) if m.any() else float("nan")
+    return out
+
+
+def schaefer_vector(values: np.ndarray, space: str, n_parcels: int = 400) -> np.ndarray:
+    """Per-parcel (Schaefer-``n``) means of (V,) values on fsaverage5 or fsaverage4 (medial wall out)."""
+    labels, _ = parcellation(f"schaefer-{n_parcels}")
+    if space == "fsaverage4":
+        labels = labels[fsaverage4_indices()]
+    elif space != "fsaverage5":
+        raise ValueError(f"per-parcel vectors need fsaverage5 or fsaverage4 values, not {space}")
+    if np.asarray(values).shape != labels.shape:
+        raise ValueError(f"values have shape {np.asarray(values).shape}, expected {labels.shape} for {space}")
+    return parcel_means(np.nan_to_num(np.asarray(values, np.float64)), labels, n_parcels)
