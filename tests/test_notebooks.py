@@ -146,3 +146,43 @@ def test_demo_notebook_builds_and_shows_the_study(demo_study):
 
     chunks = sorted((demo_study / "teacher_job" / "teacher").glob("*.npz"))
     assert len(chunks) == 8 and TeacherChunk.load(chunks[0]).teacher["id"] == "tinytribe/demo-teacher"
+
+
+@pytest.mark.notebook
+def test_evaluate_notebook_on_the_demo_study(demo_study, tmp_path):
+    """Baselines only (no Phase 2 checkpoint yet); the report's teacher score is recomputed here with scipy."""
+    import numpy as np
+    from scipy.stats import pearsonr
+
+    from tinytribe.data.study import load_study
+    from tinytribe.eval.evaluate import teacher_predictions
+
+    out = tmp_path / "eval"
+    executed = run_notebook("06_evaluate", tmp_path / "exec", {"study_dir": str(demo_study), "out_dir": str(out),
+                                                               "ridge_iterations": 5}, cwd=tmp_path)
+    text = _text_outputs(executed)
+    for part in ("mean r", "r / ceiling", "early visual", "auditory", "language", "default mode",
+                 "speed on", "ms per second of video", "ridge: delays 0.00, 1.49"):
+        assert part in text, part
+    nb = json.loads(executed.read_text())
+    assert sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", [])) == 3
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"ridge", "teacher"} and len(report["schaefer400_r"]["ridge"]) == 400
+    assert report["speed"]["student_ms_per_s"] > 0 and report["rois"][0]["roi"] == "early visual"
+
+    study = load_study(demo_study)
+    runs = study.split("test")
+    preds = teacher_predictions(study, runs)
+    ridge_valid = {i: np.ones(study.runs[i].fmri.shape[0], bool) for i in runs}
+    per_subject = []
+    for s in study.subjects:
+        reps = []
+        for rep in range(3):
+            ids = sorted((i for i in runs if study.runs[i].subject == s and study.runs[i].repeat == rep),
+                         key=lambda i: study.runs[i].stimulus)
+            keep = {i: preds[i][1] & ridge_valid[i] for i in ids}
+            y = np.concatenate([study.runs[i].fmri[keep[i]] for i in ids]).astype(np.float64)[:, study.cortex]
+            p = np.concatenate([preds[i][0][keep[i]] for i in ids]).astype(np.float64)[:, study.cortex]
+            reps.append(pearsonr(p, y, axis=0).statistic)
+        per_subject.append(np.nanmean(np.nanmean(reps, axis=0)))
+    assert report["models"]["teacher"]["mean_r"] == pytest.approx(np.mean(per_subject), abs=1e-6)
