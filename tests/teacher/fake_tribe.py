@@ -80,6 +80,19 @@ def _features(events: pd.DataFrame, seg: Segment) -> np.ndarray:
     return x
 
 
+def events_for(path: str, duration: float, video: bool = True) -> pd.DataFrame:
+    """TRIBE-like events of a file: audio (and video) over its whole length, and words every 1.5 s."""
+    rows = [{"type": "Audio", "filepath": path, "start": 0.0, "duration": duration, "offset": 0.0}]
+    if video:
+        rows.append({"type": "Video", "filepath": path, "start": 0.0, "duration": duration, "offset": 0.0})
+    words = "the north wind and the sun were disputing which was the stronger".split()
+    rows += [{"type": "Word", "filepath": None, "start": 1.5 * i + 0.25, "duration": 0.3, "offset": None,
+              "text": w} for i, w in enumerate(words * 3) if 1.5 * i + 0.25 < duration]
+    ev = pd.DataFrame(rows)
+    ev["stop"] = ev["start"] + ev["duration"]
+    return ev
+
+
 class FakeTribeModel:
     def __init__(self, *, n_outputs: int = 20484, duration_trs: int = 10, batch_size: int = 2):
         self.data = SimpleNamespace(TR=1.0, duration_trs=duration_trs, neuro=SimpleNamespace(offset=5))
@@ -94,15 +107,7 @@ class FakeTribeModel:
         path = video_path or audio_path
         with av.open(path) as c:
             duration = float(c.duration / 1e6)
-        rows = [{"type": "Audio", "filepath": path, "start": 0.0, "duration": duration, "offset": 0.0}]
-        if video_path:
-            rows.append({"type": "Video", "filepath": path, "start": 0.0, "duration": duration, "offset": 0.0})
-        words = "the north wind and the sun were disputing which was the stronger".split()
-        rows += [{"type": "Word", "filepath": None, "start": 1.5 * i + 0.25, "duration": 0.3, "offset": None,
-                  "text": w} for i, w in enumerate(words * 3) if 1.5 * i + 0.25 < duration]
-        ev = pd.DataFrame(rows)
-        ev["stop"] = ev["start"] + ev["duration"]
-        return ev
+        return events_for(path, duration, video=bool(video_path))
 
     def predict(self, events: pd.DataFrame, verbose: bool = True):
         self.calls.append(events)

@@ -50,7 +50,7 @@ def measure(model, *, device: str = "cpu", seconds: float = 150.0, repeats: int 
     steps = int(seconds * 2)
     feats = {m: torch.randn(1, steps, d, device=device) for m, d in zip(MODALITIES, cfg.input_dims)}
     available = torch.ones(1, 3, dtype=torch.bool, device=device)
-    t0 = torch.zeros(1, dtype=torch.float64)
+    t0 = torch.zeros(1, dtype=torch.float64, device=device)
     grids = {"fmri": TimeGrid.regular(t0, int((seconds - 1.49) // 1.49), 1.49)}
 
     def run() -> float:

@@ -124,6 +124,7 @@ class TinyTribe(nn.Module):
                                         router_temperature=router_temperature)  # (B, T, 3, D)
         fused, gates = self.pool(tokens, used)  # (B, T, D), (B, T, 3)
         h = self.head.condition(self.hrf(fused), subject)  # (B, T, D)
+        t0 = t0.to(h.device)  # times may come from the CPU side of a data pipeline
         responses = {name: self.head.project(h, overlap_weights(t0, h.shape[1], self.config.feature_rate_hz, g))
                      for name, g in grids.items()}  # (B, N, V) each
         out = TinyTribeOutput(responses=responses, aux_loss=aux["aux_loss"], aux=aux, gates=gates, available=used)
