@@ -257,17 +257,14 @@ def _score(study: LoadedStudy, runs: list[int], predictions: dict[str, Predictio
 
 def save_maps(ev: Evaluation, path: str | Path) -> Path:
     """The (S, V) arrays of an evaluation in one ``.npz`` (``r__<model>``, ``ceiling``, ``agreement__<model>``)."""
-    import io
-
-    from tinytribe._io import atomic_write_bytes
+    from tinytribe._io import atomic_write
 
     arrays = {f"r__{n}": a for n, a in ev.r.items()} | {f"agreement__{n}": a for n, a in ev.agreement.items()}
     if ev.ceiling is not None:
         arrays["ceiling"] = ev.ceiling
-    buf = io.BytesIO()
-    np.savez(buf, **{k: v.astype(np.float32) for k, v in arrays.items()},
-             meta=np.array(json.dumps({"subjects": ev.subjects, "space": ev.space})))
-    return atomic_write_bytes(path, buf.getvalue())
+    arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+    meta = np.array(json.dumps({"subjects": ev.subjects, "space": ev.space}))
+    return atomic_write(path, lambda f: np.savez(f, **arrays, meta=meta))
 
 
 def ridge_modality_maps(study: LoadedStudy, runs: list[int], split_predictions: dict[int, np.ndarray]

@@ -45,10 +45,10 @@ def resample(values: np.ndarray, times: np.ndarray, width_s: float, target_times
     1.49 s TR grid). Returns the resampled values (n_target, ...) and which targets are covered for at
     least ``min_coverage`` of their width (the others are NaN).
     """
+    from tinytribe.grids import overlap
+
     values = np.asarray(values, np.float64)
-    lo = np.maximum(target_times[:, None], times[None, :])
-    hi = np.minimum(target_times[:, None] + target_width_s, times[None, :] + width_s)
-    w = np.clip(hi - lo, 0.0, None)                               # (n_target, n_source)
+    w = overlap(times, width_s, target_times, target_width_s)    # (n_target, n_source)
     covered = w.sum(1) >= min_coverage * target_width_s - 1e-9
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.tensordot(w / w.sum(1, keepdims=True), values, axes=(1, 0))

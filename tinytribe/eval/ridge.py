@@ -16,6 +16,7 @@ import numpy as np
 
 from tinytribe.data.study import LoadedStudy
 from tinytribe.formats import MODALITIES
+from tinytribe.grids import overlap
 
 
 @dataclass
@@ -38,9 +39,7 @@ def tr_features(study: LoadedStudy, run_index: int) -> dict[str, np.ndarray]:
     run = study.runs[run_index]
     fc = study.stimuli[run.stimulus].features
     starts = fc.t0_s + np.arange(fc.n_steps) / fc.rate_hz
-    lo = np.maximum(run.bold_times_s[:, None], starts[None, :])
-    hi = np.minimum(run.bold_times_s[:, None] + run.tr_s, starts[None, :] + 1.0 / fc.rate_hz)
-    w = np.clip(hi - lo, 0.0, None) * run.tr_s ** -1                   # (n_TR, T): fraction of each TR
+    w = overlap(starts, 1.0 / fc.rate_hz, run.bold_times_s, run.tr_s) / run.tr_s  # (n_TR, T): share of each TR
     out = {}
     for m in MODALITIES:
         x = fc.features[m].astype(np.float64) * fc.masks[m][:, None]

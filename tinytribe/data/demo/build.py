@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytribe._io import atomic_write_bytes, atomic_write_json
+from tinytribe._io import atomic_write, atomic_write_json
 from tinytribe.formats import FeatureCache, Manifest, Study, StudyRun, StudyStimulus, TeacherChunk
 from tinytribe.provenance import provenance
 
@@ -58,11 +58,7 @@ def make_stimuli(root: str | Path, size: str = "small", seed: int = 0) -> list[P
 
 
 def _npy(path: Path, a: np.ndarray) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, a)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, lambda f: np.save(f, a))
 
 
 def simulate(root: str | Path, *, size: str = "small", seed: int = 0, space: str = "fsaverage4",

@@ -136,8 +136,10 @@ def shot_frames(shot: Shot, rng: np.random.Generator) -> list[np.ndarray]:
     return crop_path(img, n, (1.0, 2.4), (0.5, 0.5), tuple(rng.uniform(0.35, 0.65, 2)))
 
 
-def write_media(path: Path, frames: list[np.ndarray] | None, audio: np.ndarray | None) -> None:
-    """Write frames (H.264, 10 fps) and/or mono audio (AAC in .mp4, MP3 alone) with PyAV."""
+def write_media(path: Path, frames: list[np.ndarray] | None, audio: np.ndarray | None, *, crf: int = 28,
+                preset: str = "veryfast") -> None:
+    """Write frames (H.264, 10 fps, x264 ``crf`` and ``preset``) and/or mono audio (AAC in .mp4, MP3 alone)
+    with PyAV, atomically."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,7 @@ def write_media(path: Path, frames: list[np.ndarray] | None, audio: np.ndarray |
         if frames is not None:
             vs = c.add_stream("libx264", rate=FPS)
             vs.width, vs.height, vs.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-            vs.options = {"crf": "28", "preset": "veryfast"}
+            vs.options = {"crf": str(crf), "preset": preset}
         if audio is not None:
             aus = c.add_stream("aac" if frames is not None else "libmp3lame", rate=SR)
             aus.layout = "mono"

@@ -28,6 +28,7 @@ written per subject and vertex from the variances of the repeated (test) stimuli
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -70,6 +71,7 @@ def _smooth_on_mesh(x: np.ndarray, adjacency, n_iter: int) -> np.ndarray:
     return x
 
 
+@functools.cache
 def mesh_adjacency():
     """Row-normalised (self + neighbours) averaging operator on fsaverage5, both hemispheres: (20484, 20484)."""
     import scipy.sparse as sp
@@ -259,14 +261,10 @@ def response(g: Generator, fc: FeatureCache, subject: int | None, tail_s: float 
 
 def sample_tr(y: np.ndarray, tr_s: float, n_tr: int) -> np.ndarray:
     """Mean of the 2 Hz response over each ``[k * tr_s, (k + 1) * tr_s)``: (n_tr, V)."""
-    step = 1.0 / RATE_HZ
-    starts = np.arange(y.shape[0]) * step
-    out = np.zeros((n_tr, y.shape[1]))
-    for k in range(n_tr):
-        lo, hi = k * tr_s, (k + 1) * tr_s
-        w = np.clip(np.minimum(starts + step, hi) - np.maximum(starts, lo), 0.0, None)
-        out[k] = w @ y / w.sum()
-    return out
+    from tinytribe.grids import overlap
+
+    w = overlap(np.arange(y.shape[0]) / RATE_HZ, 1.0 / RATE_HZ, np.arange(n_tr) * tr_s, tr_s)
+    return (w / w.sum(1, keepdims=True)) @ y
 
 
 def n_trs(duration_s: float, config: SimulationConfig) -> int:
@@ -295,17 +293,14 @@ def save_generator(g: Generator, root) -> None:
     feature directions) in ``root``: enough to recompute every response."""
     from pathlib import Path
 
-    from tinytribe._io import atomic_write_bytes, atomic_write_json
+    from tinytribe._io import atomic_write, atomic_write_json
 
     root = Path(root)
     atomic_write_json(root / "generator.json", {
         "config": asdict(g.config), "hrf_peak_s": g.hrf_peak_s, "norms": g.norms, "regions": list(REGIONS),
         "region_atlases": {k: [a, list(labels), w] for k, (a, labels, w) in REGIONS.items()}, "drivers": list(DRIVERS)})
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **{k: getattr(g, k) for k in ARRAYS}, **{f"dir__{k}": v for k, v in g.directions.items()})
-    atomic_write_bytes(root / "generator.npz", buf.getvalue())
+    arrays = {k: getattr(g, k) for k in ARRAYS} | {f"dir__{k}": v for k, v in g.directions.items()}
+    atomic_write(root / "generator.npz", lambda f: np.savez(f, **arrays))
 
 
 def load_generator(root) -> Generator:

@@ -65,9 +65,9 @@ class DemoTeacher:
             raise FileNotFoundError(f"{path}: the demo teacher knows only the demo study's stimuli")
         return FeatureCache.load(path)
 
-    def _parts(self, stimulus: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _parts(self, stimulus: str, fc: FeatureCache | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(truth, distorted truth, drifts) at 2 Hz for one stimulus: (T', 20484) each."""
-        fc = self._features(stimulus)
+        fc = fc or self._features(stimulus)
         y = sim.response(self.g, fc, None, tail_s=TAIL_S).astype(np.float32)
         kernel = np.ones(BLUR_STEPS) / BLUR_STEPS
         late = np.concatenate([np.repeat(y[:1], DELAY_STEPS, axis=0), y[:-DELAY_STEPS]])
@@ -99,9 +99,9 @@ class DemoTeacher:
 
     def _stimulus(self, stimulus: str) -> tuple[np.ndarray, np.ndarray]:
         if stimulus not in self._cache:
-            _, leaked, drifts = self._parts(stimulus)
-            pred = leaked + drifts * self._scale[None, :]
             fc = self._features(stimulus)
+            _, leaked, drifts = self._parts(stimulus, fc)
+            pred = leaked + drifts * self._scale[None, :]
             d = sim.normalised_drivers(self.g, fc, 0)
             l4 = np.tanh(d @ self._w4)
             l6 = np.tanh(l4 @ self._w6)
