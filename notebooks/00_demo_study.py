@@ -114,11 +114,7 @@ loaded = load_study(root)
 true_ceiling = np.load(root / "truth" / "ceiling.npy")
 rows = []
 for si, subject in enumerate(loaded.subjects):
-    reps = {}
-    for r in loaded.runs:
-        if r.subject == subject and r.stimulus in loaded.study.splits["test"]:
-            reps.setdefault(r.repeat, []).append(r.fmri)
-    estimate = noise_ceiling(np.stack([np.concatenate(v) for _, v in sorted(reps.items())]))
+    estimate = noise_ceiling(loaded.repeats(subject, loaded.split("test")))
     responsive = true_ceiling[si] > 0
     rows.append((subject, true_ceiling[si][responsive].mean(), estimate[responsive].mean(),
                  np.median(np.abs(estimate - true_ceiling[si])[responsive])))

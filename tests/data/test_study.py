@@ -105,3 +105,13 @@ def test_bad_medial_wall_and_bad_keys(broken_copy):
     (broken_copy / "study.json").write_text(json.dumps(study))
     with pytest.raises(StudyError, match="tr"):
         load_study(broken_copy)
+
+
+def test_presentations_and_repeats(demo_study):
+    s = load_study(demo_study, teacher=False)
+    groups = s.presentations("sub-02", s.split("test"))
+    assert sorted(groups) == [0, 1, 2]
+    assert [s.runs[i].stimulus for i in groups[1]] == ["test01", "test02"]
+    assert s.repeats("sub-02", s.split("test")).shape == (3, 50, 5124)
+    with pytest.raises(StudyError, match="sub-02 has 1 presentations"):
+        s.repeats("sub-02", s.split("train"))

@@ -53,11 +53,7 @@ def test_demo_ceiling_estimate_agrees_with_the_truth(demo_study):
     s = load_study(demo_study, teacher=False)
     true = np.load(demo_study / "truth" / "ceiling.npy")
     for si, subject in enumerate(s.subjects):
-        reps = {}
-        for r in s.runs:
-            if r.subject == subject and r.stimulus in s.study.splits["test"]:
-                reps.setdefault(r.repeat, []).append(r.fmri)
-        est = noise_ceiling(np.stack([np.concatenate(v) for _, v in sorted(reps.items())]))
+        est = noise_ceiling(s.repeats(subject, s.split("test")))
         responsive = true[si] > 0
         err = est[responsive] - true[si][responsive]
         assert abs(err.mean()) < 0.05 and np.median(np.abs(err)) < 0.08, subject

@@ -81,6 +81,26 @@ class LoadedStudy:
         wanted = set(self.study.splits[name])
         return [i for i, r in enumerate(self.runs) if r.stimulus in wanted]
 
+    def presentations(self, subject: str, runs: list[int]) -> dict[int, list[int]]:
+        """The subject's runs among ``runs`` grouped by presentation (``repeat``), each in stimulus order."""
+        out: dict[int, list[int]] = {}
+        for i in sorted((i for i in runs if self.runs[i].subject == subject), key=lambda i: self.runs[i].stimulus):
+            out.setdefault(self.runs[i].repeat, []).append(i)
+        return out
+
+    def repeats(self, subject: str, runs: list[int]) -> np.ndarray:
+        """(R, T, V): each presentation's runs concatenated in stimulus order, for noise ceilings.
+
+        Raises:
+            StudyError: fewer than two presentations, or presentations of different stimuli.
+        """
+        groups = self.presentations(subject, runs)
+        stimuli = {tuple(self.runs[i].stimulus for i in g) for g in groups.values()}
+        if len(groups) < 2 or len(stimuli) != 1:
+            raise StudyError(f"{self.root}: {subject} has {len(groups)} presentations of "
+                             f"{len(stimuli)} different stimulus lists among these runs; need 2+ of the same")
+        return np.stack([np.concatenate([self.runs[i].fmri for i in g]) for _, g in sorted(groups.items())])
+
 
 def _bad_values(a: np.ndarray, where: str, cortex: np.ndarray) -> str | None:
     bad = ~np.isfinite(a) & cortex[None, :]

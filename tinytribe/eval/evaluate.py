@@ -187,14 +187,6 @@ class Evaluation:
         return atomic_write_json(path, data)
 
 
-def _groups(study: LoadedStudy, runs: list[int], subject: str) -> dict[int, list[int]]:
-    """The subject's runs per presentation (repeat), in stimulus order."""
-    out: dict[int, list[int]] = {}
-    for i in sorted((i for i in runs if study.runs[i].subject == subject), key=lambda i: study.runs[i].stimulus):
-        out.setdefault(study.runs[i].repeat, []).append(i)
-    return out
-
-
 def score(study: LoadedStudy, runs: list[int], predictions: dict[str, Predictions],
           teacher_name: str | None = "teacher") -> Evaluation:
     """Pearson r of every model on the same samples, the noise ceiling, and each model's agreement with
@@ -225,7 +217,7 @@ def _score(study: LoadedStudy, runs: list[int], predictions: dict[str, Predictio
     first_presentations = []
     n_samples = 0
     for si, s in enumerate(subjects):
-        groups = _groups(study, runs, s)
+        groups = study.presentations(s, runs)
         data = {k: np.concatenate([study.runs[i].fmri[valid[i]] for i in g]) for k, g in groups.items()}
         n_samples = n_samples or data[min(groups)].shape[0]
         for name, p in predictions.items():
@@ -277,7 +269,7 @@ def ridge_modality_maps(study: LoadedStudy, runs: list[int], split_predictions: 
 
     maps = []
     for s in sorted({study.runs[i].subject for i in runs}):
-        g = _groups(study, runs, s)
+        g = study.presentations(s, runs)
         first = g[min(g)]
         y = np.concatenate([study.runs[i].fmri for i in first]).astype(np.float64)
         split = np.concatenate([split_predictions[i] for i in first], axis=1).astype(np.float64)
