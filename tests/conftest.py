@@ -56,6 +56,24 @@ def demo_study(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def story_study(tmp_path_factory) -> Path:
+    """A one-story study with ROI time courses (``custom:6``, named) and a held-out time range
+    (``tests/story_study.py``), built once per run with the real text backbone. Copy it to change it."""
+    from story_study import build_story_study
+
+    from tinytribe.features.extract import ExtractionConfig, FeatureExtractor
+
+    return build_story_study(tmp_path_factory.mktemp("story") / "study", FeatureExtractor(ExtractionConfig(device="cpu")))
+
+
+@pytest.fixture
+def story_copy(story_study, tmp_path) -> Path:
+    dst = tmp_path / "story"
+    shutil.copytree(story_study, dst)
+    return dst
+
+
 @pytest.fixture
 def broken_copy(demo_study, tmp_path):
     """A private copy of the demo study (without media) for tests that break it."""

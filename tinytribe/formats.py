@@ -29,7 +29,7 @@ MANIFEST_VERSION = 1
 JOBDEF_VERSION = 1
 FEATURES_VERSION = 1
 TEACHER_VERSION = 2  # 2 added `events`, `sample_width_s`, `source_sha256`; version 1 files still load
-STUDY_VERSION = 1
+STUDY_VERSION = 2  # 2 added time-range splits, `output_names`, stimulus `words` and `media`; version 1 files still load
 CHECKPOINT_VERSION = 1
 
 Status = Literal["pending", "running", "done", "failed"]
@@ -421,12 +421,64 @@ class TeacherChunk:
 
 @dataclass
 class StudyStimulus:
-    """A stimulus of a study; paths are relative to the study folder."""
+    """A stimulus of a study; paths are relative to the study folder.
+
+    ``words`` (a transcript: TextGrid, TSV, SRT, VTT) and ``media`` (the audio or video file) are
+    optional; baselines that need them (word rate, audio envelope) say so when they are missing.
+    """
 
     duration_s: float
     features: str
     teacher: list[str] = field(default_factory=list)
     modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    words: str | None = None
+    media: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown:
+            raise ValueError(f"unknown modality {unknown[0]!r} (known: {', '.join(MODALITIES)})")
+
+
+@dataclass(frozen=True)
+class SplitRange:
+    """Part of a split: the BOLD samples of every run of ``stimulus`` whose time lies in ``[start_s, end_s)``."""
+
+    stimulus: str
+    start_s: float
+    end_s: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start_s) and math.isfinite(self.end_s)) or self.end_s <= self.start_s:
+            raise ValueError(f"split range of {self.stimulus!r}: needs start_s < end_s, got {self.start_s}..{self.end_s}")
+
+    def __str__(self) -> str:
+        return f"{self.stimulus}[{self.start_s:g}, {self.end_s:g}) s"
+
+
+SplitPart = str | SplitRange  # a whole stimulus (all its runs) or a time range of one
+
+
+def _split_part(value: Any, where: str) -> SplitPart:
+    if isinstance(value, (str, SplitRange)):
+        return value
+    if isinstance(value, dict):
+        return from_dict(SplitRange, value, where=where)
+    raise ConfigError(f"{where}: a split part is a stimulus id or {{stimulus, start_s, end_s}}, got {value!r}")
+
+
+def _interval(part: SplitPart) -> tuple[str, float, float]:
+    """(stimulus, start, end) of a part; a whole stimulus is all of time."""
+    return (part, -math.inf, math.inf) if isinstance(part, str) else (part.stimulus, part.start_s, part.end_s)
+
+
+def _overlap(a: SplitPart, b: SplitPart) -> bool:
+    (sa, a0, a1), (sb, b0, b1) = _interval(a), _interval(b)
+    return sa == sb and a0 < b1 and b0 < a1
+
+
+def _part_str(part: SplitPart) -> str:
+    return f"{part} (whole)" if isinstance(part, str) else str(part)
 
 
 @dataclass
@@ -454,36 +506,54 @@ class StudyRun:
 
 @dataclass
 class Study:
-    """A study folder: stimuli, subjects, fMRI runs, splits (``study.json``)."""
+    """A study folder: stimuli, subjects, fMRI runs, splits (``study.json``).
+
+    A split lists parts: stimulus ids (every run of the stimulus) or :class:`SplitRange` time ranges
+    of a stimulus. Splits must be disjoint: an overlap is refused, naming both parts. ``output_names``
+    names the outputs of the space (recommended for ``custom:N``: the ROIs of ROI time courses).
+    """
 
     name: str
     space: str
     subjects: list[str]
     stimuli: dict[str, StudyStimulus]
     runs: list[StudyRun]
-    splits: dict[str, list[str]]
+    splits: dict[str, list[Any]]
     medial_wall: str | None = None
+    output_names: list[str] | None = None
     provenance: dict[str, str] = field(default_factory=dict)
     format: Literal["tinytribe.study"] = "tinytribe.study"
     format_version: int = STUDY_VERSION
 
     def __post_init__(self) -> None:
         space_size(self.space)
+        if self.output_names is not None:
+            if len(self.output_names) != self.n_outputs:
+                raise ValueError(f"output_names has {len(self.output_names)} names, the space {self.space} has "
+                                 f"{self.n_outputs} outputs")
+            dup = [n for n in self.output_names if self.output_names.count(n) > 1]
+            if dup:
+                raise ValueError(f"output_names: {dup[0]!r} appears twice")
         for r in self.runs:
             if r.subject not in self.subjects:
                 raise ValueError(f"run names unknown subject {r.subject!r}")
             if r.stimulus not in self.stimuli:
                 raise ValueError(f"run names unknown stimulus {r.stimulus!r}")
-        for split, ids in self.splits.items():
-            missing = [s for s in ids if s not in self.stimuli]
-            if missing:
-                raise ValueError(f"split {split!r} names unknown stimulus {missing[0]!r}")
+        self.splits = {name: [_split_part(p, f"splits.{name}[{i}]") for i, p in enumerate(parts)]
+                       for name, parts in self.splits.items()}
+        for split, parts in self.splits.items():
+            for p in parts:
+                sid = p if isinstance(p, str) else p.stimulus
+                if sid not in self.stimuli:
+                    raise ValueError(f"split {split!r} names unknown stimulus {sid!r}")
+        check_disjoint(self.splits)
 
     @property
     def n_outputs(self) -> int:
         return space_size(self.space)
 
     def save(self, root: str | Path) -> Path:
+        self.format_version = STUDY_VERSION
         return atomic_write_json(Path(root) / "study.json", to_dict(self))
 
     @classmethod
@@ -492,8 +562,24 @@ class Study:
         data = _read_json(path, "study")
         if data.get("format") != "tinytribe.study":
             raise FormatError(f"{path}: not a tinytribe study (format {data.get('format')!r})")
-        _check_version("study", data.get("format_version"), STUDY_VERSION, path)
+        if data.get("format_version") != 1:  # version 1 is a subset of version 2: it loads unchanged
+            _check_version("study", data.get("format_version"), STUDY_VERSION, path)
         return _build(cls, data, path)
+
+
+def check_disjoint(splits: dict[str, list[SplitPart]]) -> None:
+    """Refuse two splits that share BOLD samples, naming both parts.
+
+    Raises:
+        ValueError: ``splits 'train' and 'test' overlap: story[0, 240) s and story[200, 300) s``.
+    """
+    names = list(splits)
+    for a_i, a in enumerate(names):
+        for b in names[a_i + 1:]:
+            for pa in splits[a]:
+                for pb in splits[b]:
+                    if _overlap(pa, pb):
+                        raise ValueError(f"splits {a!r} and {b!r} overlap: {_part_str(pa)} and {_part_str(pb)}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -115,3 +115,61 @@ def test_presentations_and_repeats(demo_study):
     assert s.repeats("sub-02", s.split("test")).shape == (3, 50, 5124)
     with pytest.raises(StudyError, match="sub-02 has 1 presentations"):
         s.repeats("sub-02", s.split("train"))
+
+
+def test_a_listed_modality_missing_from_the_cache_is_named(story_copy):
+    path = story_copy / "study.json"
+    data = json.loads(path.read_text())
+    data["stimuli"]["story"]["modalities"] = ["text", "audio"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(StudyError, match=r"features/story.npz: no audio features, but study.json lists 'audio' "
+                                         r"among the modalities of 'story'"):
+        load_study(story_copy)
+
+
+def _drifting(n=120, tr=2.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * tr
+    drift = 3.0 + 0.02 * t[:, None] * rng.standard_normal(4) + 2.0 * np.cos(2 * np.pi * t / 200.0)[:, None]
+    return t, (drift + rng.standard_normal((n, 4))).astype(np.float32)
+
+
+def test_linear_detrending_matches_scipy():
+    from scipy.signal import detrend
+
+    from tinytribe.data.study import detrend_run
+
+    t, y = _drifting()
+    np.testing.assert_allclose(detrend_run(y, t, "linear"), detrend(y.astype(np.float64), axis=0, type="linear"),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["polynomial", "cosine"])
+def test_polynomial_and_cosine_detrending_match_nilearn_drift_models(kind):
+    """The residuals of a least-squares fit on nilearn's own drift regressors (polynomial of order 3; the
+    DCT basis of a 0.01 Hz high-pass)."""
+    from nilearn.glm.first_level import make_first_level_design_matrix
+
+    from tinytribe.data.study import detrend_run
+
+    t, y = _drifting()
+    dm = make_first_level_design_matrix(t, events=None, drift_model=kind, drift_order=3, high_pass=0.01)
+    X = dm.to_numpy()
+    ref = y - X @ np.linalg.lstsq(X, y.astype(np.float64), rcond=None)[0]
+    ours = detrend_run(y, t, kind, order=3, high_pass_hz=0.01, tr_s=2.0)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    if kind == "cosine":
+        assert X.shape[1] == int(np.floor(2 * 120 * 0.01 * 2.0)) + 1      # 4 cosines + the constant
+
+
+def test_load_study_detrends_before_zscoring(story_study):
+    from scipy.signal import detrend
+
+    from tinytribe.data.study import zscore_runs
+
+    s = load_study(story_study, detrend="linear")
+    raw = np.load(story_study / s.study.runs[0].fmri).astype(np.float64)
+    np.testing.assert_allclose(s.runs[0].fmri, zscore_runs(detrend(raw, axis=0)), atol=1e-4)
+    assert not np.allclose(load_study(story_study).runs[0].fmri, s.runs[0].fmri, atol=1e-3)
+    with pytest.raises(ValueError, match="detrend must be None, 'linear', 'polynomial' or 'cosine', got 'quadratic'"):
+        load_study(story_study, detrend="quadratic")

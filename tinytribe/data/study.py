@@ -10,7 +10,14 @@ Checks, each a one-line :class:`StudyError` naming the file and the reason:
 - no NaN/Inf outside the medial wall (count and location; ``nan_policy="drop"`` removes those TRs,
   ``"interpolate"`` fills them per vertex along time);
 - the run's BOLD span matches the stimulus duration within ``length_tolerance_s`` (by how much it does not);
-- the medial-wall mask has the right length.
+- the medial-wall mask has the right length;
+- every modality a stimulus lists is in its feature cache (its ``words`` and ``media`` files are checked
+  by what needs them: the ridge's low-level bands).
+
+Runs are optionally detrended (``detrend="linear"``, ``"polynomial"``, ``"cosine"``: a least-squares
+fit of drift regressors removed per vertex, the same regressors as nilearn's ``drift_model``) and then
+z-scored. Splits resolve to :class:`~tinytribe.data.splits.Selection` s of samples (time ranges
+inside a run included).
 
 A run whose fMRI file is missing is skipped with a warning (Algonauts 2025's sub-02 and sub-05 really
 lack some episodes); ``missing_runs="error"`` makes it an error. Medial-wall vertices are set to 0 and
@@ -26,7 +33,8 @@ from typing import Literal
 
 import numpy as np
 
-from tinytribe.formats import FeatureCache, FormatError, Study, TeacherChunk
+from tinytribe.data.splits import Selection, as_selection, resolve
+from tinytribe.formats import FeatureCache, FormatError, SplitPart, Study, TeacherChunk
 
 
 class StudyError(ValueError):
@@ -74,32 +82,38 @@ class LoadedStudy:
     def subjects(self) -> list[str]:
         return self.study.subjects
 
-    def split(self, name: str) -> list[int]:
-        """Indices of the runs whose stimulus is in split ``name``."""
+    def split(self, name: str) -> Selection:
+        """The samples split ``name`` holds: whole runs of its stimuli, the samples of its time ranges."""
         if name not in self.study.splits:
             raise StudyError(f"{self.root / 'study.json'}: no split {name!r} (splits: {', '.join(self.study.splits)})")
-        wanted = set(self.study.splits[name])
-        return [i for i, r in enumerate(self.runs) if r.stimulus in wanted]
+        return resolve(self, self.study.splits[name])
 
-    def presentations(self, subject: str, runs: list[int]) -> dict[int, list[int]]:
+    def select(self, parts: list[SplitPart]) -> Selection:
+        """The samples that split parts (stimulus ids, :class:`~tinytribe.formats.SplitRange` s) hold,
+        e.g. a fold of :func:`~tinytribe.data.splits.time_folds`."""
+        return resolve(self, parts)
+
+    def presentations(self, subject: str, runs: Selection | list[int]) -> dict[int, list[int]]:
         """The subject's runs among ``runs`` grouped by presentation (``repeat``), each in stimulus order."""
         out: dict[int, list[int]] = {}
         for i in sorted((i for i in runs if self.runs[i].subject == subject), key=lambda i: self.runs[i].stimulus):
             out.setdefault(self.runs[i].repeat, []).append(i)
         return out
 
-    def repeats(self, subject: str, runs: list[int]) -> np.ndarray:
-        """(R, T, V): each presentation's runs concatenated in stimulus order, for noise ceilings.
+    def repeats(self, subject: str, runs: Selection | list[int]) -> np.ndarray:
+        """(R, T, V): each presentation's selected samples concatenated in stimulus order, for noise ceilings.
 
         Raises:
-            StudyError: fewer than two presentations, or presentations of different stimuli.
+            StudyError: fewer than two presentations, or presentations of different stimuli or samples.
         """
-        groups = self.presentations(subject, runs)
+        sel = as_selection(self, runs)
+        groups = self.presentations(subject, sel)
         stimuli = {tuple(self.runs[i].stimulus for i in g) for g in groups.values()}
-        if len(groups) < 2 or len(stimuli) != 1:
+        data = [np.concatenate([self.runs[i].fmri[sel.mask(i)] for i in g]) for _, g in sorted(groups.items())]
+        if len(groups) < 2 or len(stimuli) != 1 or len({d.shape for d in data}) != 1:
             raise StudyError(f"{self.root}: {subject} has {len(groups)} presentations of "
                              f"{len(stimuli)} different stimulus lists among these runs; need 2+ of the same")
-        return np.stack([np.concatenate([self.runs[i].fmri for i in g]) for _, g in sorted(groups.items())])
+        return np.stack(data)
 
 
 def _bad_values(a: np.ndarray, where: str, cortex: np.ndarray) -> str | None:
@@ -129,14 +143,56 @@ def zscore_runs(fmri: np.ndarray) -> np.ndarray:
     return np.where(std > 0, (fmri - mean) / np.where(std > 0, std, 1.0), 0.0).astype(np.float32)
 
 
+Detrend = Literal["linear", "polynomial", "cosine"]
+
+
+def drift_regressors(times_s: np.ndarray, kind: Detrend, *, order: int = 2, high_pass_hz: float = 0.01,
+                     tr_s: float | None = None) -> np.ndarray:
+    """(n, K) drift regressors of one run, a constant among them (nilearn's ``drift_model`` conventions).
+
+    - ``linear``: constant and time; ``polynomial``: powers of time up to ``order``;
+    - ``cosine``: the DCT-II basis of periods longer than ``1 / high_pass_hz``: ``K - 1 =
+      floor(2 n dt high_pass_hz)`` cosines ``cos(pi k (t - t_0 + dt / 2) / (n dt))`` with ``dt`` the TR,
+      so a run with dropped TRs keeps the basis of its full grid.
+    """
+    t = np.asarray(times_s, np.float64)
+    n = t.shape[0]
+    if kind in ("linear", "polynomial"):
+        if kind == "polynomial" and order < 1:
+            raise ValueError(f"polynomial detrending needs order >= 1, got {order}")
+        u = (t - t[0]) / max(t[-1] - t[0], 1e-9) * 2 - 1          # [-1, 1]: Legendre polynomials stay well conditioned
+        return np.polynomial.legendre.legvander(u, 1 if kind == "linear" else order)
+    if kind == "cosine":
+        if high_pass_hz <= 0:
+            raise ValueError(f"cosine detrending needs high_pass_hz > 0, got {high_pass_hz}")
+        dt = tr_s if tr_s else (t[-1] - t[0]) / max(n - 1, 1)
+        n_grid = int(round((t[-1] - t[0]) / dt)) + 1
+        order = min(n_grid - 1, int(np.floor(2 * n_grid * high_pass_hz * dt)))
+        k = np.arange(1, order + 1)
+        cos = np.cos(np.pi * np.outer(t - t[0] + dt / 2, k) / (n_grid * dt))
+        return np.column_stack([cos, np.ones(n)])
+    raise ValueError(f"detrend must be 'linear', 'polynomial' or 'cosine', got {kind!r}")
+
+
+def detrend_run(fmri: np.ndarray, times_s: np.ndarray, kind: Detrend, **kwargs) -> np.ndarray:
+    """``fmri`` (n, V) minus its least-squares fit on :func:`drift_regressors` (the run's mean included)."""
+    X = drift_regressors(times_s, kind, **kwargs)
+    y = fmri.astype(np.float64)
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return (y - X @ beta).astype(np.float32)
+
+
 def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["error", "drop", "interpolate"] = "error",
                length_tolerance_s: float = 20.0, missing_runs: Literal["warn", "error"] = "warn",
-               teacher: bool = True, subjects: list[str] | None = None) -> LoadedStudy:
+               teacher: bool = True, subjects: list[str] | None = None, detrend: Detrend | None = None,
+               detrend_order: int = 2, high_pass_hz: float = 0.01) -> LoadedStudy:
     """Load and validate a study folder (see the module docstring).
 
     Args:
         root: the folder holding ``study.json``.
-        zscore: z-score each run per vertex over time (medial wall stays 0).
+        zscore: z-score each run per vertex over time (medial wall stays 0), after any detrending.
+        detrend: remove slow drifts from each run first: ``"linear"``, ``"polynomial"`` (up to
+            ``detrend_order``) or ``"cosine"`` (periods longer than ``1 / high_pass_hz`` s); None: keep.
         nan_policy: what to do with NaN/Inf in cortex: refuse, drop those TRs, or interpolate.
         length_tolerance_s: how far a run's BOLD span may differ from its stimulus's duration.
         missing_runs: a run whose fMRI file is missing: skip it with a warning, or refuse.
@@ -145,6 +201,8 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
     """
     if nan_policy not in ("error", "drop", "interpolate"):
         raise ValueError(f"nan_policy must be 'error', 'drop' or 'interpolate', got {nan_policy!r}")
+    if detrend not in (None, "linear", "polynomial", "cosine"):
+        raise ValueError(f"detrend must be None, 'linear', 'polynomial' or 'cosine', got {detrend!r}")
     root = Path(root)
     try:
         study = Study.load(root)
@@ -176,6 +234,10 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
             fc = FeatureCache.load(fpath)
         except FormatError as e:
             raise StudyError(str(e).splitlines()[0]) from None
+        lacking = [m for m in st.modalities if m not in fc.features]
+        if lacking:
+            raise StudyError(f"{fpath}: no {lacking[0]} features, but study.json lists {lacking[0]!r} among the "
+                             f"modalities of {sid!r} (re-extract, or list only {', '.join(fc.features)})")
         tc = None
         if teacher and st.teacher:
             from tinytribe.teacher.cache import stitch_chunks
@@ -238,9 +300,11 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
             raise StudyError(f"{path}: {a.shape[0]} TRs cover {end:.1f} s of BOLD, the stimulus {r.stimulus!r} "
                              f"lasts {duration:.1f} s: {abs(end - duration):.1f} s {how}, beyond the "
                              f"{length_tolerance_s:g} s tolerance")
+        if detrend:
+            a = detrend_run(a, times, detrend, order=detrend_order, high_pass_hz=high_pass_hz, tr_s=tr)
         if zscore:
             a = zscore_runs(a)
-            a[:, medial] = 0.0
+        a[:, medial] = 0.0
         runs.append(RunData(r.subject, study.subjects.index(r.subject), r.stimulus, r.repeat, a, times, tr, path))
     for s in subjects or study.subjects:
         if not any(run.subject == s for run in runs):

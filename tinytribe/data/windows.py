@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from tinytribe.data.splits import Selection, as_selection
 from tinytribe.data.study import LoadedStudy
 from tinytribe.formats import MODALITIES
 
@@ -37,27 +38,32 @@ class Window:
     n: int
 
 
-def make_windows(study: LoadedStudy, runs: list[int] | None = None, *, n_trs: int = 50,
+def make_windows(study: LoadedStudy, runs: Selection | list[int] | None = None, *, n_trs: int = 50,
                  stride_trs: int | None = None, min_trs: int = 1) -> list[Window]:
     """Windows of ``n_trs`` TRs every ``stride_trs`` (default ``n_trs``: no overlap) over the runs.
 
-    The last window of a run may be shorter; windows shorter than ``min_trs`` are dropped. A training
-    curriculum changes ``n_trs`` (50, then 100) and makes new windows.
+    ``runs`` may be a split's :class:`~tinytribe.data.splits.Selection`: windows then lie inside each
+    contiguous stretch of selected samples, never across a split boundary. The last window of a
+    stretch may be shorter; windows shorter than ``min_trs`` are dropped. A training curriculum changes
+    ``n_trs`` (50, then 100) and makes new windows.
     """
     if n_trs < 1:
         raise ValueError(f"n_trs must be >= 1, got {n_trs}")
     stride = stride_trs or n_trs
     if stride < 1:
         raise ValueError(f"stride_trs must be >= 1, got {stride}")
+    sel = as_selection(study, runs)
     out = []
-    for i in range(len(study.runs)) if runs is None else runs:
-        total = study.runs[i].fmri.shape[0]
-        for first in range(0, total, stride):
-            n = min(n_trs, total - first)
-            if n >= min_trs:
-                out.append(Window(i, first, n))
-            if first + n >= total:
-                break
+    for i in sel:
+        mask = sel.mask(i).astype(np.int8)
+        edges = np.flatnonzero(np.diff(np.r_[0, mask, 0]))      # starts and ends of selected stretches
+        for a, b in zip(edges[::2], edges[1::2]):
+            for first in range(a, b, stride):
+                n = min(n_trs, b - first)
+                if n >= min_trs:
+                    out.append(Window(i, int(first), int(n)))
+                if first + n >= b:
+                    break
     return out
 
 

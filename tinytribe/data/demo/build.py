@@ -121,7 +121,8 @@ def simulate(root: str | Path, *, size: str = "small", seed: int = 0, space: str
     study = Study(
         name="tiny-tribe-demo", space=space, subjects=subjects,
         stimuli={s: StudyStimulus(duration_s=round(fc.n_steps / fc.rate_hz, 3), features=f"features/{s}.npz",
-                                  modalities=[m for m in ("text", "audio", "video") if fc.masks[m].any()])
+                                  modalities=[m for m in ("text", "audio", "video") if fc.masks[m].any()],
+                                  media=str(stimuli[s].relative_to(root)))
                  for s, fc in caches.items()},
         runs=runs, splits={"train": train, "val": [s for s in caches if s == "story03"], "test": tests},
         medial_wall="medial_wall.npy", provenance=provenance())
