@@ -162,12 +162,15 @@ def test_evaluate_notebook_on_the_demo_study(demo_study, tmp_path):
                                                                "ridge_iterations": 5}, cwd=tmp_path)
     text = _text_outputs(executed)
     for part in ("mean r", "r / ceiling", "early visual", "auditory", "language", "default mode",
-                 "speed on", "ms per second of video", "ridge: delays 0.00, 1.49"):
+                 "speed on", "ms per second of video", "ridge: bands text, audio, video; delays 0.00, 1.49"):
         assert part in text, part
     nb = json.loads(executed.read_text())
     assert sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", [])) == 3
     report = json.loads((out / "report.json").read_text())
-    assert set(report["models"]) == {"ridge", "teacher"} and len(report["schaefer400_r"]["ridge"]) == 400
+    assert list(report["models"]) == ["ridge", "ridge (pooled)", "low-level", "teacher"]
+    assert len(report["schaefer400_r"]["ridge"]) == 400 and report["low_level_bands"] == ["audio_envelope"]
+    assert "low-level band word_rate skipped: stimulus 'radio01' has text but no 'words' file" in text
+    assert len(report["ceiling_by_subject"]) == 4 and report["reference"] == {}
     assert report["speed"]["student_ms_per_s"] > 0 and report["rois"][0]["roi"] == "early visual"
 
     study = load_study(demo_study)
@@ -186,3 +189,29 @@ def test_evaluate_notebook_on_the_demo_study(demo_study, tmp_path):
             reps.append(pearsonr(p, y, axis=0).statistic)
         per_subject.append(np.nanmean(np.nanmean(reps, axis=0)))
     assert report["models"]["teacher"]["mean_r"] == pytest.approx(np.mean(per_subject), abs=1e-6)
+
+
+@pytest.mark.notebook
+def test_evaluate_notebook_on_a_one_story_roi_study(story_study, tmp_path):
+    """A spoken story, ROI time courses in custom:6 with names, no audio, the last fifth held out:
+    scored end to end, word rate in the ridge, no surface maps (and it says why)."""
+    out = tmp_path / "eval"
+    executed = run_notebook("06_evaluate", tmp_path / "exec", {
+        "study_dir": str(story_study), "out_dir": str(out), "ridge_iterations": 5,
+        "ridge_bands": ["text", "word_rate"]}, cwd=tmp_path)
+    text = _text_outputs(executed)
+    for part in ("test: story[295.2, 369) s", "ridge: bands text, word_rate", "low-level: ridge on word_rate",
+                 "low-level band audio_envelope skipped: no stimulus among story has audio",
+                 "no surface maps: custom:6 has no mesh", "ceiling per subject", "auditory L", "precuneus"):
+        assert part in text, part
+    nb = json.loads(executed.read_text())
+    assert sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", [])) == 1  # ROI bars
+    report = json.loads((out / "report.json").read_text())
+    from story_study import ROIS
+
+    assert [r["roi"] for r in report["rois"]] == ROIS and report["output_names"] == ROIS
+    assert report["n_samples"] == 36 and report["space"] == "custom:6" and "schaefer400_r" not in report
+    assert list(report["models"]) == ["ridge", "ridge (pooled)", "low-level"]
+    by_roi = {r["roi"]: r for r in report["rois"]}
+    assert by_roi["auditory L"]["low-level"] > 0.5 > by_roi["precuneus"]["low-level"]   # word rate drives auditory ROIs
+    assert report["models"]["ridge"]["mean_r"] > report["models"]["low-level"]["mean_r"]

@@ -145,9 +145,33 @@ def upsample_fsaverage4(x: np.ndarray) -> np.ndarray:
     return x[..., _nearest_fsaverage4_parent()]
 
 
+def has_surface(space: str) -> bool:
+    """Whether values in ``space`` can be drawn on the fsaverage5 surface (meshes and parcellations;
+    a ``custom:N`` space has no vertices)."""
+    return space in ("fsaverage5", "fsaverage4") or space in PARCELLATIONS
+
+
+def on_fsaverage5(x: np.ndarray, space: str) -> np.ndarray:
+    """(..., V) values of a mesh or parcel space on fsaverage5's vertices, for pictures."""
+    if space in PARCELLATIONS:
+        return paint_parcels(x, space)
+    return to_space(x, space, "fsaverage5")
+
+
+def paint_parcels(x: np.ndarray, space: str) -> np.ndarray:
+    """Parcel values (..., n_parcels) on fsaverage5's vertices (..., 20484): each vertex takes its
+    parcel's value, NaN on the medial wall. For pictures: a parcel map is not a vertex-wise result."""
+    labels, names = parcellation(space)
+    if x.shape[-1] != len(names):
+        raise ValueError(f"data has {x.shape[-1]} outputs, {space} has {len(names)}")
+    padded = np.concatenate([np.full(x.shape[:-1] + (1,), np.nan), np.asarray(x, np.float64)], axis=-1)
+    return padded[..., labels]
+
+
 def to_space(x: np.ndarray, source: str, target: str) -> np.ndarray:
     """Map (..., V) values between spaces: reductions as :func:`reduce_space`, fsaverage4 -> fsaverage5
-    by :func:`upsample_fsaverage4`. Anything else is refused (say which space a score is in)."""
+    by :func:`upsample_fsaverage4`. Anything else is refused (say which space a score is in; parcels
+    are drawn on a surface by :func:`paint_parcels`)."""
     if source == "fsaverage4" and target == "fsaverage5":
         return upsample_fsaverage4(x)
     return reduce_space(x, source, target)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinytribe.eval.ceiling import inter_subject_predictivity, noise_ceiling, split_half_reliability
+from tinytribe.eval.ceiling import inter_subject_predictivity, noise_ceiling, pooled_ceiling, split_half_reliability
 from tinytribe.eval.metrics import pearson_r, pearson_r_torch
 
 
@@ -58,3 +58,26 @@ def test_demo_ceiling_estimate_agrees_with_the_truth(demo_study):
         err = est[responsive] - true[si][responsive]
         assert abs(err.mean()) < 0.05 and np.median(np.abs(err)) < 0.08, subject
         assert est[~responsive & s.cortex].mean() < 0.2, subject
+
+
+def test_pooled_ceiling_recovers_a_known_ceiling_on_short_repeats():
+    """10 subjects, 2 repeats of 60 TRs, every output with true ceiling 0.514 (reliability 0.264).
+    Single-subject reliabilities scatter widely; averaging their clipped square roots reads low
+    (about 0.494 here), the square root of the pooled reliability does not (0.510: the small rest is
+    Pearson r's own small-sample bias). 2,000 outputs make the comparison deterministic."""
+    rng = np.random.default_rng(0)
+    S, T, V, ceiling = 10, 60, 2000, 0.514
+    rel = ceiling**2
+    reliabilities = []
+    for _ in range(S):
+        signal = rng.standard_normal((T, V))
+        runs = np.stack([signal + np.sqrt((1 - rel) / rel) * rng.standard_normal((T, V)) for _ in range(2)])
+        reliabilities.append(split_half_reliability(runs))
+    reliabilities = np.array(reliabilities)
+    assert reliabilities.min() < -0.1 and reliabilities.max() > 0.55           # noisy, as in real short repeats
+    pooled = pooled_ceiling(reliabilities)
+    assert pooled.shape == (V,) and abs(pooled.mean() - ceiling) < 0.008
+    mean_of_roots = np.sqrt(np.clip(reliabilities, 0, None)).mean()
+    assert mean_of_roots < ceiling - 0.012                                     # the old summary's bias
+    nan_col = np.full((S, 1), np.nan)
+    assert np.isnan(pooled_ceiling(nan_col)).all()

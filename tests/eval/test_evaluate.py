@@ -103,26 +103,67 @@ def test_student_predictions_agreement_and_modality_maps(study, teacher_eval):
 
     runs, preds, _ = teacher_eval
     model = create_model("tiny-tribe-demo")
-    student = E.student_predictions(study, runs[:6], model, n_trs=10)  # several windows per run
-    whole = E.student_predictions(study, runs[:6], model, n_trs=100)
-    assert all(student[i][0].shape == study.runs[i].fmri.shape for i in runs[:6])
+    first = runs.runs[:6]
+    student = E.student_predictions(study, first, model, n_trs=10)  # several windows per run
+    whole = E.student_predictions(study, first, model, n_trs=100)
+    assert all(student[i][0].shape == study.runs[i].fmri.shape for i in first)
     ev = E.score(study, runs, {"student": E.student_predictions(study, runs, model), "teacher": preds["teacher"]})
     assert np.isfinite(ev.agreement["student"][:, study.cortex]).mean() > 0.9
     maps = E.student_modality_maps(study, runs, model, E.student_predictions(study, runs, model))
     assert set(maps) == {"text", "audio", "video"} and maps["video"].shape == (5124,)
-    assert np.isfinite(whole[runs[0]][0]).all()
+    assert np.isfinite(whole[first[0]][0]).all()
 
 
 def test_without_repeats_the_reference_is_inter_subject(study):
     runs = study.split("train")
     ev = E.score(study, runs, {"teacher": E.teacher_predictions(study, runs)})
-    assert ev.ceiling is None and "inter-subject" in ev.r and "reference" in ev.ceiling_kind
+    assert ev.ceiling is None and ev.reliability is None and "reference" in ev.ceiling_kind
+    assert list(ev.r) == ["teacher"] and list(ev.reference) == ["inter-subject"]   # a reference, not a model
+    table = ev.table()
+    assert "inter-subject (reference)" in table and "ceiling (pooled)" not in table
+
+
+def test_the_table_aligns_long_model_names(study, teacher_eval):
+    runs, preds, _ = teacher_eval
+    long = "student, phase 1 -> 2 -> 3 (best by val r)"
+    ev = E.score(study, runs, {long: preds["teacher"], "teacher": preds["teacher"]})
+    lines = ev.table(named_rois("fsaverage4")).splitlines()
+    head = lines[1]
+    row = next(line for line in lines if line.startswith(long))
+    assert row.index(long) + len(long) < head.index("mean r")              # the name ends before the numbers
+    assert len(row) == len(next(line for line in lines if line.startswith("teacher")))
+    roi_head = next(line for line in lines if line.startswith("ROI"))
+    roi_row = next(line for line in lines if line.startswith("early visual"))
+    assert len(roi_head) == len(roi_row) and roi_head.endswith("ceiling")
+
+
+def test_a_held_out_time_range_is_scored_alone(story_study):
+    """Scores on the story's held-out last fifth equal scipy's r on exactly those samples; the pooled
+    ceiling is the square root of the mean reliability over subjects."""
+    from scipy.stats import pearsonr
+
+    from tinytribe.eval.ridge import RidgeConfig
+
+    s = load_study(story_study)
+    test = s.split("test")
+    preds, _ = E.ridge_predictions(s, s.split("train"), test, RidgeConfig(bands=("word_rate",), n_iter=3))
+    ev = E.score(s, test, {"word rate": preds})
+    assert ev.n_samples == int(test.mask(0).sum()) < s.runs[0].fmri.shape[0]
+    i0, i1 = [i for i in test if s.runs[i].subject == "sub-02"]
+    for k in range(6):
+        rs = [pearsonr(preds[i][0][test.mask(i), k].astype(np.float64),
+                       s.runs[i].fmri[test.mask(i), k].astype(np.float64))[0] for i in (i0, i1)]
+        assert ev.r["word rate"][1, k] == pytest.approx(np.mean(rs), abs=1e-9)
+    rel = [pearsonr(s.runs[a].fmri[test.mask(a), 0].astype(np.float64), s.runs[b].fmri[test.mask(b), 0].astype(np.float64))[0]
+           for a, b in (sorted(i for i in test if s.runs[i].subject == subj) for subj in s.subjects)]
+    assert ev.ceiling_map()[0] == pytest.approx(np.sqrt(max(np.mean(rel), 0)), abs=1e-9)
+    assert ev.ceiling_mean() == pytest.approx(np.nanmean(ev.ceiling_map()))
 
 
 def test_bad_inputs_say_what_was_expected(study, teacher_eval):
     runs, preds, _ = teacher_eval
     p = dict(preds["teacher"])
-    i = runs[0]
+    i = runs.runs[0]
     r = study.runs[i]
     p[i] = (p[i][0][:10], p[i][1][:10])
     with pytest.raises(ValueError, match=f"teacher on {r.subject}/{r.stimulus}: predictions have 10 samples, the data 25"):
@@ -154,3 +195,37 @@ def test_rois_on_both_meshes_and_user_atlases():
     assert len(sch) == 400
     vec = schaefer_vector(np.ones(5124), "fsaverage4")
     assert vec.shape == (400,) and np.nanmax(np.abs(vec - 1)) < 1e-6
+
+
+def test_rois_and_tables_for_parcel_and_custom_spaces(tmp_path):
+    import csv
+
+    from tinytribe.eval.rois import rois_for_space
+    from tinytribe.spaces import load_atlas, on_fsaverage5
+
+    nets = rois_for_space("schaefer-400")
+    seven = [m for name, m in nets.items() if name.startswith("Yeo ")]
+    assert len(seven) == 7 and (np.sum(seven, axis=0) == 1).all()            # every parcel in one network
+    assert (nets["default mode"] == nets["Yeo 7 default"]).all() and nets["Yeo 1 visual"].sum() > 20
+    custom = rois_for_space("custom:3", ["A1", "IFG", "PCC"])
+    assert list(custom) == ["A1", "IFG", "PCC"] and custom["IFG"].tolist() == [False, True, False]
+    assert list(rois_for_space("custom:2")) == ["output 1", "output 2"]
+    with pytest.raises(ValueError, match="2 output names for the 3 outputs of custom:3"):
+        rois_for_space("custom:3", ["a", "b"])
+
+    values = np.arange(400, dtype=np.float64)
+    painted = on_fsaverage5(values, "schaefer-400")
+    labels, _ = load_atlas("schaefer-400")
+    assert painted.shape == (20484,) and np.isnan(painted[labels == 0]).all()
+    np.testing.assert_array_equal(painted[labels > 0], labels[labels > 0] - 1)
+
+    rng = np.random.default_rng(0)
+    rel = rng.uniform(0.0, 0.5, (2, 400))
+    ev = E.Evaluation("x", "schaefer-400", ["s1", "s2"], ["a"], 10, np.ones(400, bool),
+                      {"ridge": rng.uniform(-0.1, 0.5, (2, 400))}, rel, "test")
+    rows = E.save_parcel_table(ev, tmp_path / "parcels.csv")
+    with open(tmp_path / "parcels.csv") as f:
+        read = list(csv.DictReader(f))
+    assert len(read) == 400 and read[0]["parcel"] == "7Networks_LH_Vis_1" and set(read[0]) == {"parcel", "ridge", "ceiling"}
+    assert float(read[5]["ceiling"]) == pytest.approx(np.sqrt(rel[:, 5].mean()), abs=1e-4)
+    assert rows[5]["ridge"] == pytest.approx(ev.r["ridge"][:, 5].mean())

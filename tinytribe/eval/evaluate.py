@@ -8,12 +8,14 @@
     print(ev.table())
 
 Conventions:
-- every model is scored on the same samples: the TRs every model covers (the teacher's rows start
-  5 s into a stimulus, so its first TRs are left out for all);
+- every model is scored on the same samples: the held-out split's samples (whole runs, or the TRs of
+  its time ranges) that every model covers (the teacher's rows start 5 s into a stimulus, so its
+  first TRs are left out for all); predictions are made for whole runs;
 - r is computed per subject and vertex over the concatenated held-out runs of one presentation, then
   averaged over presentations -- the r of a model against *one measured run*, which is what the
   noise ceiling (``tinytribe.eval.ceiling``) bounds;
-- means are over cortex vertices (the medial wall is excluded) and then over subjects;
+- means are over cortex vertices (the medial wall is excluded) and then over subjects; the ceiling
+  pools reliabilities over subjects (``tinytribe.eval.ceiling``);
 - scores are in the study's space (``Evaluation.space``); predictions in another mesh space are mapped
   explicitly first (``tinytribe.spaces.to_space``).
 """
@@ -27,15 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
+from tinytribe.data.splits import Selection, as_selection
 from tinytribe.data.study import LoadedStudy
-from tinytribe.eval.ceiling import inter_subject_predictivity, noise_ceiling
+from tinytribe.eval.ceiling import inter_subject_predictivity, pooled_ceiling, split_half_reliability
 from tinytribe.eval.metrics import pearson_r, resample
 from tinytribe.spaces import to_space
 
 Predictions = dict[int, tuple[np.ndarray, np.ndarray]]  # run index -> ((n_TR, V) values, (n_TR,) valid)
 
 
-def teacher_predictions(study: LoadedStudy, runs: list[int]) -> Predictions:
+def teacher_predictions(study: LoadedStudy, runs: Selection | list[int]) -> Predictions:
     """The cached teacher outputs averaged onto each run's TR grid and mapped to the study space."""
     out = {}
     for i in runs:
@@ -49,7 +52,8 @@ def teacher_predictions(study: LoadedStudy, runs: list[int]) -> Predictions:
     return out
 
 
-def ridge_predictions(study: LoadedStudy, train_runs: list[int], test_runs: list[int], config=None):
+def ridge_predictions(study: LoadedStudy, train_runs: Selection | list[int], test_runs: Selection | list[int],
+                      config=None):
     """The banded ridge baseline (:mod:`tinytribe.eval.ridge`): predictions and per-band predictions."""
     from tinytribe.eval.ridge import fit_predict
 
@@ -58,7 +62,7 @@ def ridge_predictions(study: LoadedStudy, train_runs: list[int], test_runs: list
     return preds, res
 
 
-def student_predictions(study: LoadedStudy, runs: list[int], model, *, device: str = "cpu", n_trs: int = 100,
+def student_predictions(study: LoadedStudy, runs: Selection | list[int], model, *, device: str = "cpu", n_trs: int = 100,
                         drop: str | None = None) -> Predictions:
     """A TinyTribe model's predictions on each run's TR grid, window by window (``n_trs`` TRs each,
     with the usual lead-in), mapped to the study space. ``drop`` leaves one modality out (for
@@ -114,7 +118,9 @@ def _check(study: LoadedStudy, runs: list[int], name: str, preds: Predictions) -
 class Evaluation:
     """Scores of several models on the same held-out samples.
 
-    ``r[name]`` and ``ceiling`` are (S, V): per subject and vertex (NaN on the medial wall).
+    ``r[name]`` and ``reliability`` are (S, V): per subject and output (NaN on the medial wall).
+    ``reference`` holds scores that are not models (the inter-subject predictivity when there are no
+    repeats). Ceilings follow :mod:`tinytribe.eval.ceiling`: summaries pool reliabilities over subjects.
     """
 
     study: str
@@ -124,18 +130,22 @@ class Evaluation:
     n_samples: int
     cortex: np.ndarray
     r: dict[str, np.ndarray]
-    ceiling: np.ndarray | None
+    reliability: np.ndarray | None
     ceiling_kind: str
     agreement: dict[str, np.ndarray] = field(default_factory=dict)
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
+    output_names: list[str] | None = None
     extra: dict = field(default_factory=dict)
 
     def mean(self, values: np.ndarray, mask: np.ndarray | None = None) -> float:
-        """Mean over cortex vertices (within ``mask``), then over subjects."""
+        """Mean over cortex outputs (within ``mask``) of (V,) values, or of (S, V) values then over subjects."""
         m = self.cortex if mask is None else self.cortex & mask
         if not m.any():
             return float("nan")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
+            if values.ndim == 1:
+                return float(np.nanmean(values[m]))
             return float(np.nanmean(np.nanmean(values[:, m], axis=1)))
 
     def subject_mean(self, values: np.ndarray) -> np.ndarray:
@@ -144,75 +154,125 @@ class Evaluation:
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(values, axis=0)
 
+    @property
+    def ceiling(self) -> np.ndarray | None:
+        """(S, V) per-subject ceilings ``sqrt(max(rho_1, 0))`` (None without repeats)."""
+        if self.reliability is None:
+            return None
+        return np.where(np.isnan(self.reliability), np.nan, np.sqrt(np.clip(self.reliability, 0.0, None)))
+
+    def ceiling_map(self) -> np.ndarray | None:
+        """(V,) the group's ceiling per output: reliabilities pooled over subjects, then the square root."""
+        if self.reliability is None:
+            return None
+        out = pooled_ceiling(self.reliability)
+        out[~self.cortex] = np.nan
+        return out
+
+    def ceiling_mean(self, mask: np.ndarray | None = None) -> float:
+        """The pooled ceiling averaged over cortex outputs (within ``mask``); NaN without repeats."""
+        c = self.ceiling_map()
+        return float("nan") if c is None else self.mean(c, mask)
+
+    def ceiling_by_subject(self) -> list[float]:
+        """Each subject's own ceiling, averaged over cortex outputs (noisier than the pooled one)."""
+        c = self.ceiling
+        return [] if c is None else [self.mean(c[s][None]) for s in range(len(self.subjects))]
+
     def roi_table(self, rois: dict[str, np.ndarray]) -> list[dict]:
         rows = []
         for roi, mask in rois.items():
             row = {"roi": roi, "vertices": int((mask & self.cortex).sum())}
             for name, r in self.r.items():
                 row[name] = self.mean(r, mask)
-            if self.ceiling is not None:
-                row["ceiling"] = self.mean(self.ceiling, mask)
+            if self.reliability is not None:
+                row["ceiling"] = self.ceiling_mean(mask)
             rows.append(row)
         return rows
 
     def table(self, rois: dict[str, np.ndarray] | None = None) -> str:
+        ceil = self.ceiling_mean()
         lines = [f"{self.study}: {len(self.subjects)} subjects, {len(self.stimuli)} held-out stimuli, "
                  f"{self.n_samples} TRs per presentation scored, in {self.space}; ceiling: {self.ceiling_kind}"]
-        ceil = self.mean(self.ceiling) if self.ceiling is not None else float("nan")
-        lines.append(f"{'model':<12}{'mean r':>9}{'r / ceiling':>13}")
-        for name, r in self.r.items():
-            lines.append(f"{name:<12}{self.mean(r):>9.3f}{self.mean(r) / ceil:>13.2f}")
-        lines.append(f"{'ceiling':<12}{ceil:>9.3f}")
+        names = list(self.r) + [f"{n} (reference)" for n in self.reference]
+        w = max([len(n) for n in names] + [len("ceiling (pooled)")]) + 2
+        lines.append(f"{'model':<{w}}{'mean r':>9}{'r / ceiling':>13}")
+        for name, r in [*self.r.items(), *((f"{n} (reference)", v) for n, v in self.reference.items())]:
+            lines.append(f"{name:<{w}}{self.mean(r):>9.3f}{self.mean(r) / ceil:>13.2f}")
+        if self.reliability is not None:
+            lines.append(f"{'ceiling (pooled)':<{w}}{ceil:>9.3f}")
+            lines.append("ceiling per subject: " + ", ".join(f"{s} {c:.3f}" for s, c in
+                                                            zip(self.subjects, self.ceiling_by_subject())))
         for name, a in self.agreement.items():
             lines.append(f"{name}: r with the teacher {self.mean(a):.3f}")
         if rois:
-            names = list(self.r) + (["ceiling"] if self.ceiling is not None else [])
+            cols = list(self.r) + (["ceiling"] if self.reliability is not None else [])
+            widths = [max(len(c) + 2, 9) for c in cols]
+            rw = max([len(r) for r in rois] + [3]) + 2
             lines.append("")
-            lines.append(f"{'ROI':<24}{'vertices':>9}" + "".join(f"{n:>10}" for n in names))
+            lines.append(f"{'ROI':<{rw}}{'outputs':>9}" + "".join(f"{c:>{cw}}" for c, cw in zip(cols, widths)))
             for row in self.roi_table(rois):
-                lines.append(f"{row['roi']:<24}{row['vertices']:>9}" + "".join(f"{row[n]:>10.3f}" for n in names))
+                lines.append(f"{row['roi']:<{rw}}{row['vertices']:>9}"
+                             + "".join(f"{row[c]:>{cw}.3f}" for c, cw in zip(cols, widths)))
         return "\n".join(lines)
 
     def to_json(self, path: str | Path, rois: dict[str, np.ndarray] | None = None) -> Path:
         from tinytribe._io import atomic_write_json
 
-        ceil = self.mean(self.ceiling) if self.ceiling is not None else None
+        ceil = self.ceiling_mean() if self.reliability is not None else None
+
+        def summary(r: np.ndarray) -> dict:
+            return {"mean_r": self.mean(r), "r_over_ceiling": self.mean(r) / ceil if ceil else None,
+                    "mean_r_by_subject": [self.mean(x[None]) for x in r]}
+
         data = {"study": self.study, "space": self.space, "subjects": self.subjects, "stimuli": self.stimuli,
                 "n_samples": self.n_samples, "ceiling_kind": self.ceiling_kind, "ceiling_mean": ceil,
-                "models": {n: {"mean_r": self.mean(r), "r_over_ceiling": self.mean(r) / ceil if ceil else None,
-                               "mean_r_by_subject": [float(np.nanmean(x[self.cortex])) for x in r]}
-                           for n, r in self.r.items()},
+                "ceiling_convention": CEILING_CONVENTION, "ceiling_by_subject": self.ceiling_by_subject(),
+                "models": {n: summary(r) for n, r in self.r.items()},
+                "reference": {n: summary(r) for n, r in self.reference.items()},
                 "agreement_with_teacher": {n: self.mean(a) for n, a in self.agreement.items()},
+                "output_names": self.output_names,
                 "rois": self.roi_table(rois) if rois else [], **self.extra}
         return atomic_write_json(path, data)
 
 
-def score(study: LoadedStudy, runs: list[int], predictions: dict[str, Predictions],
+CEILING_CONVENTION = ("per output: sqrt(max(mean over subjects of the single-run split-half reliability, 0)); "
+                      "ROI and cortex ceilings average that over outputs")
+
+
+def score(study: LoadedStudy, runs: Selection | list[int], predictions: dict[str, Predictions],
           teacher_name: str | None = "teacher") -> Evaluation:
     """Pearson r of every model on the same samples, the noise ceiling, and each model's agreement with
-    the teacher (when ``teacher_name`` is among the predictions)."""
-    if not runs:
+    the teacher (when ``teacher_name`` is among the predictions).
+
+    Args:
+        runs: the held-out samples (a split's :class:`~tinytribe.data.splits.Selection`) or run indices
+            (whole runs). Predictions cover whole runs; only the selected samples are scored.
+    """
+    sel = as_selection(study, runs)
+    if not len(sel):
         raise ValueError("no runs to score")
     for name, p in predictions.items():
-        _check(study, runs, name, p)
+        _check(study, sel.runs, name, p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # medial-wall vertices: all-NaN means, by design
-        return _score(study, runs, predictions, teacher_name)
+        return _score(study, sel, predictions, teacher_name)
 
 
-def _score(study: LoadedStudy, runs: list[int], predictions: dict[str, Predictions],
+def _score(study: LoadedStudy, sel: Selection, predictions: dict[str, Predictions],
            teacher_name: str | None) -> Evaluation:
-    valid = {i: np.logical_and.reduce([p[i][1] for p in predictions.values()]) for i in runs}
+    runs = sel.runs
+    valid = {i: np.logical_and.reduce([sel.mask(i)] + [p[i][1] for p in predictions.values()]) for i in runs}
     for i in runs:
         if not valid[i].any():
             r = study.runs[i]
-            raise ValueError(f"run {r.subject}/{r.stimulus}: no TR is covered by every model")
+            raise ValueError(f"run {r.subject}/{r.stimulus}: no selected TR is covered by every model")
     subjects = sorted({study.runs[i].subject for i in runs}, key=study.subjects.index)
     V = study.study.n_outputs
     r = {name: np.full((len(subjects), V), np.nan) for name in predictions}
     agreement = {name: np.full((len(subjects), V), np.nan) for name in predictions
                  if teacher_name in predictions and name != teacher_name}
-    ceiling = np.full((len(subjects), V), np.nan)
+    reliability = np.full((len(subjects), V), np.nan)
     repeated_any = False
     first_presentations = []
     n_samples = 0
@@ -227,60 +287,85 @@ def _score(study: LoadedStudy, runs: list[int], predictions: dict[str, Predictio
                 tk = {k: np.concatenate([predictions[teacher_name][i][0][valid[i]] for i in g]) for k, g in groups.items()}
                 agreement[name][si] = np.nanmean([pearson_r(pk[k], tk[k]) for k in groups], axis=0)
         stim_lists = {tuple(study.runs[i].stimulus for i in g) for g in groups.values()}
-        if len(groups) >= 2 and len(stim_lists) == 1:
-            ceiling[si] = noise_ceiling(np.stack([data[k] for k in sorted(groups)]))
+        if len(groups) >= 2 and len(stim_lists) == 1 and len({d.shape for d in data.values()}) == 1:
+            reliability[si] = split_half_reliability(np.stack([data[k] for k in sorted(groups)]))
             repeated_any = True
         first_presentations.append(data[min(groups)])
-    kind = "split-half reliability of repeated presentations, Spearman-Brown to one run (sqrt)"
+    kind = "split-half reliability of repeated presentations, Spearman-Brown to one run, pooled over subjects (sqrt)"
+    reference = {}
     if not repeated_any:
-        ceiling = None
+        reliability = None
         kind = "none (no repeated presentations)"
         if len(subjects) >= 2 and len({d.shape for d in first_presentations}) == 1:
-            isp = inter_subject_predictivity(np.stack(first_presentations))
-            r["inter-subject"] = isp  # a reference, not a ceiling
+            reference["inter-subject"] = inter_subject_predictivity(np.stack(first_presentations))
             kind += "; 'inter-subject' is each subject against the mean of the others, a reference"
     cortex = study.cortex
-    for arr in [*r.values(), *agreement.values()] + ([ceiling] if ceiling is not None else []):
+    for arr in [*r.values(), *agreement.values(), *reference.values()] + ([reliability] if reliability is not None else []):
         arr[:, ~cortex] = np.nan
     stimuli = sorted({study.runs[i].stimulus for i in runs})
-    return Evaluation(study.study.name, study.study.space, subjects, stimuli, int(n_samples), cortex, r, ceiling, kind,
-                      agreement)
+    return Evaluation(study.study.name, study.study.space, subjects, stimuli, int(n_samples), cortex, r, reliability,
+                      kind, agreement, reference, study.study.output_names)
 
 
 def save_maps(ev: Evaluation, path: str | Path) -> Path:
-    """The (S, V) arrays of an evaluation in one ``.npz`` (``r__<model>``, ``ceiling``, ``agreement__<model>``)."""
+    """The arrays of an evaluation in one ``.npz``: (S, V) ``r__<model>``, ``agreement__<model>``,
+    ``reference__<name>``, ``reliability``, and the pooled (V,) ``ceiling``."""
     from tinytribe._io import atomic_write
 
     arrays = {f"r__{n}": a for n, a in ev.r.items()} | {f"agreement__{n}": a for n, a in ev.agreement.items()}
-    if ev.ceiling is not None:
-        arrays["ceiling"] = ev.ceiling
+    arrays |= {f"reference__{n}": a for n, a in ev.reference.items()}
+    if ev.reliability is not None:
+        arrays["reliability"], arrays["ceiling"] = ev.reliability, ev.ceiling_map()
     arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
     meta = np.array(json.dumps({"subjects": ev.subjects, "space": ev.space}))
     return atomic_write(path, lambda f: np.savez(f, **arrays, meta=meta))
 
 
-def ridge_modality_maps(study: LoadedStudy, runs: list[int], split_predictions: dict[int, np.ndarray]
-                        ) -> dict[str, np.ndarray]:
-    """Per vertex, the variance of held-out data each band of the banded ridge explains (himalaya's
-    split R^2 on the first presentation of every held-out stimulus), averaged over subjects: {m: (V,)}."""
+def save_parcel_table(ev: Evaluation, path: str | Path) -> list[dict]:
+    """Every parcel of a Schaefer-space evaluation as a CSV row: its name, each model's mean r over
+    subjects, and the pooled ceiling. Returns the rows."""
+    import csv
+    import io
+
+    from tinytribe._io import atomic_write_bytes
+    from tinytribe.spaces import parcellation
+
+    names = parcellation(ev.space)[1]
+    cols = {m: ev.subject_mean(r) for m, r in ev.r.items()}
+    if ev.reliability is not None:
+        cols["ceiling"] = ev.ceiling_map()
+    rows = [{"parcel": n, **{c: float(v[k]) for c, v in cols.items()}} for k, n in enumerate(names)]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["parcel", *cols], lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+    return rows
+
+
+def ridge_modality_maps(study: LoadedStudy, runs: Selection | list[int], ridge) -> dict[str, np.ndarray]:
+    """Per output, the variance of held-out data each band of the banded ridge explains (himalaya's
+    split R^2 on the first presentation's selected samples of every held-out stimulus), averaged over
+    subjects: {band: (V,)}. ``ridge`` is the :class:`~tinytribe.eval.ridge.RidgeResult`."""
     from himalaya.scoring import r2_score_split
 
-    from tinytribe.formats import MODALITIES
-
+    sel = as_selection(study, runs)
     maps = []
-    for s in sorted({study.runs[i].subject for i in runs}):
-        g = study.presentations(s, runs)
+    for s in sorted({study.runs[i].subject for i in sel}):
+        g = study.presentations(s, sel)
         first = g[min(g)]
-        y = np.concatenate([study.runs[i].fmri for i in first]).astype(np.float64)
-        split = np.concatenate([split_predictions[i] for i in first], axis=1).astype(np.float64)
+        y = np.concatenate([study.runs[i].fmri[sel.mask(i)] for i in first]).astype(np.float64)
+        split = np.concatenate([ridge.split_predictions[i][:, sel.mask(i)] for i in first], axis=1).astype(np.float64)
+        y -= y.mean(0)                                # a held-out part of a run is not zero-mean; split R^2
+        split -= split.mean(1, keepdims=True)         # (like r) measures variation around the means
         with np.errstate(invalid="ignore", divide="ignore"):  # medial wall: zero variance
             maps.append(np.asarray(r2_score_split(y, split)))
     mean = np.mean(maps, axis=0)
     mean[:, ~study.cortex] = np.nan
-    return dict(zip(MODALITIES, mean))
+    return dict(zip(ridge.bands, mean))
 
 
-def student_modality_maps(study: LoadedStudy, runs: list[int], model, full: Predictions, *, device: str = "cpu"
+def student_modality_maps(study: LoadedStudy, runs: Selection | list[int], model, full: Predictions, *, device: str = "cpu"
                           ) -> dict[str, np.ndarray]:
     """Per vertex, how much r the student loses without each modality (leave-one-modality-out), mean over
     subjects: {m: (V,)}. The design's modality gates are per time step, not per vertex; this is the

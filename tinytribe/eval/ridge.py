@@ -1,32 +1,71 @@
-"""The ridge baseline: a banded ridge encoding model on the same cached features.
+"""The ridge baseline: a banded ridge encoding model on the same cached features, and classic low-level bands.
 
-One band per modality (text, audio, video), each feature averaged onto the run's TR grid (the mean
-over ``[tau, tau + TR)``, as the student does) and delayed by every whole TR from 0 to ``max_delay_s``
-(finite impulse response: the ridge learns its own HRF). himalaya's ``MultipleKernelRidgeCV`` fits,
-per subject, one regularisation per band and target by random search, cross-validated across runs
-(leave-runs-out folds). It runs on the GPU (``torch_cuda`` backend) when one is available.
+Bands, each its own regularisation (himalaya's ``MultipleKernelRidgeCV``, random search over band
+weightings, cross-validated):
+
+- ``text``, ``audio``, ``video``: the cached features of the stimuli's modalities (the default bands
+  are the modalities the stimuli have), each averaged onto the run's TR grid (the mean over
+  ``[tau, tau + TR)``, as the student does);
+- ``word_rate``: word onsets per second in each TR, from the stimulus's ``words`` transcript;
+- ``audio_envelope``: the RMS level of the sound in each TR, from the stimulus's ``media`` file.
+
+Every band is delayed by every whole TR from 0 to ``max_delay_s`` (finite impulse response: the ridge
+learns its own HRF). Delays are built on the whole run and then the split's samples are taken, so a
+held-out part of a run has the history of the part before it (no zeros at a split boundary).
+
+Fits:
+
+- ``pooling="subject"``: one model per subject. Subjects whose training samples come from the same
+  stimuli on the same grids share one design matrix and one kernel computation; their targets are
+  fitted side by side (the random search treats every target on its own, so this equals separate fits).
+- ``pooling="mean"``: one model on the group mean of the training runs (every subject and repeat of a
+  stimulus averaged), predicting every subject's test runs. On stimuli every subject saw this is the
+  least-squares fit to the stacked subjects too (the stacked loss is the mean's loss plus a constant).
+
+Cross-validation leaves stimuli out; when there are fewer training stimuli than folds, contiguous
+blocks of each stimulus's samples are the groups. It runs on the GPU (``torch_cuda``) when one exists.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
+from tinytribe.data.splits import Selection, as_selection
 from tinytribe.data.study import LoadedStudy
 from tinytribe.formats import MODALITIES
 from tinytribe.grids import overlap
 
+LOW_LEVEL_BANDS = ("word_rate", "audio_envelope")
+BANDS = MODALITIES + LOW_LEVEL_BANDS
+ENVELOPE_HZ = 10.0
+
+
+class BandError(ValueError):
+    """A band the study cannot provide; the message names the stimulus and what it lacks."""
+
 
 @dataclass
 class RidgeConfig:
+    bands: tuple[str, ...] | None = None   # None: the modalities the stimuli have
+    pooling: Literal["subject", "mean"] = "subject"
     max_delay_s: float = 10.0
     n_iter: int = 20                  # random-search iterations over band weightings
     alphas: tuple[float, ...] = tuple(np.logspace(-2, 8, 21))
-    n_folds: int = 3                  # folds over runs
+    n_folds: int = 3                  # folds over stimuli (or contiguous blocks of them)
     seed: int = 0
     backend: str = "auto"             # "auto": torch_cuda when CUDA is available, else numpy
+    max_fit_bytes: float = 2e9        # memory for the targets fitted together (subjects side by side)
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.bands or () if b not in BANDS]
+        if unknown:
+            raise ValueError(f"unknown ridge band {unknown[0]!r} (known: {', '.join(BANDS)})")
+        if self.pooling not in ("subject", "mean"):
+            raise ValueError(f"ridge pooling must be 'subject' or 'mean', got {self.pooling!r}")
 
 
 def delays_for(tr_s: float, max_delay_s: float) -> list[int]:
@@ -34,16 +73,34 @@ def delays_for(tr_s: float, max_delay_s: float) -> list[int]:
     return list(range(int(np.floor(max_delay_s / tr_s + 1e-9)) + 1))
 
 
-def tr_features(study: LoadedStudy, run_index: int) -> dict[str, np.ndarray]:
-    """Each modality's features averaged onto the run's TR grid: {m: (n_TR, D)} (0 without content)."""
-    run = study.runs[run_index]
-    fc = study.stimuli[run.stimulus].features
-    starts = fc.t0_s + np.arange(fc.n_steps) / fc.rate_hz
-    w = overlap(starts, 1.0 / fc.rate_hz, run.bold_times_s, run.tr_s) / run.tr_s  # (n_TR, T): share of each TR
+def default_bands(study: LoadedStudy, runs) -> tuple[str, ...]:
+    """The modalities any stimulus of ``runs`` has (in ``MODALITIES`` order)."""
+    have = {m for i in runs for m in study.stimuli[study.runs[i].stimulus].modalities}
+    return tuple(m for m in MODALITIES if m in have)
+
+
+def band_problems(study: LoadedStudy, runs, bands) -> dict[str, str]:
+    """Why each band in ``bands`` cannot be made for ``runs`` (bands that can are absent)."""
     out = {}
-    for m in MODALITIES:
-        x = fc.features[m].astype(np.float64) * fc.masks[m][:, None]
-        out[m] = w @ x
+    stimuli = sorted({study.runs[i].stimulus for i in runs})
+    for band in bands:
+        if band in MODALITIES:
+            if not any(band in study.stimuli[s].modalities for s in stimuli):
+                out[band] = f"no stimulus among {', '.join(stimuli)} has {band}"
+            continue
+        need, key = ("text", "words") if band == "word_rate" else ("audio", "media")
+        if not any(need in study.stimuli[s].modalities for s in stimuli):
+            out[band] = f"no stimulus among {', '.join(stimuli)} has {need}"
+            continue
+        for s in stimuli:
+            rel = getattr(study.study.stimuli[s], key)
+            if need in study.stimuli[s].modalities and not rel:
+                out[band] = f"stimulus {s!r} has {need} but no {key!r} file in study.json"
+            elif rel and not (study.root / rel).is_file():
+                out[band] = f"{study.root / rel}: {key} file of stimulus {s!r} missing"
+            else:
+                continue
+            break
     return out
 
 
@@ -55,16 +112,81 @@ def delayed(x: np.ndarray, delays: list[int]) -> np.ndarray:
     return out
 
 
-def design(study: LoadedStudy, run_index: int, delays: list[int]) -> tuple[np.ndarray, list[slice]]:
-    """The delayed design matrix of one run and the column slice of each modality's band."""
-    feats = tr_features(study, run_index)
-    blocks, slices, at = [], [], 0
-    for m in MODALITIES:
-        b = delayed(feats[m], delays)
-        blocks.append(b)
-        slices.append(slice(at, at + b.shape[1]))
-        at += b.shape[1]
-    return np.concatenate(blocks, axis=1), slices
+class Designs:
+    """Delayed design matrices of a study's runs, each built once per stimulus and BOLD grid.
+
+    Args:
+        study: the loaded study.
+        bands: band names (see the module docstring).
+        max_delay_s: FIR delays from 0 to this, every TR.
+    """
+
+    def __init__(self, study: LoadedStudy, bands: tuple[str, ...], max_delay_s: float):
+        self.study, self.bands, self.max_delay_s = study, tuple(bands), max_delay_s
+        self.dims = {m: next((s.features.features[m].shape[1] for s in study.stimuli.values()
+                              if m in s.features.features), 0) for m in MODALITIES}
+        self._matrices: dict[tuple, tuple[np.ndarray, list[slice]]] = {}
+        self._envelopes: dict[str, np.ndarray] = {}
+
+    def key(self, run_index: int) -> tuple:
+        run = self.study.runs[run_index]
+        return run.stimulus, round(run.tr_s, 9), run.bold_times_s.tobytes()
+
+    def band_values(self, run_index: int) -> dict[str, np.ndarray]:
+        """Each band's values on the run's TR grid before delays: {band: (n_TR, D)} (0 without content)."""
+        run = self.study.runs[run_index]
+        stim = self.study.stimuli[run.stimulus]
+        fc = stim.features
+        w = overlap(fc.times(), 1.0 / fc.rate_hz, run.bold_times_s, run.tr_s) / run.tr_s  # (n_TR, T)
+        out = {}
+        for band in self.bands:
+            if band in MODALITIES:
+                if band in stim.modalities and band in fc.features:
+                    out[band] = w @ (fc.features[band].astype(np.float64) * fc.masks[band][:, None])
+                else:
+                    out[band] = np.zeros((run.fmri.shape[0], self.dims[band]))
+            elif band == "word_rate":
+                out[band] = self._word_rate(run)
+            else:
+                out[band] = self._envelope(run)
+        return out
+
+    def _word_rate(self, run) -> np.ndarray:
+        from tinytribe.features.words import read_transcript
+
+        spec = self.study.study.stimuli[run.stimulus]
+        if not spec.words:
+            return np.zeros((run.fmri.shape[0], 1))
+        onsets = np.array([w.onset for w in read_transcript(self.study.root / spec.words)])
+        lo = np.searchsorted(onsets, run.bold_times_s, side="left")
+        hi = np.searchsorted(onsets, run.bold_times_s + run.tr_s, side="left")
+        return ((hi - lo) / run.tr_s)[:, None].astype(np.float64)  # onsets in [tau, tau + TR), per second
+
+    def _envelope(self, run) -> np.ndarray:
+        from tinytribe.features.decode import audio_rms
+
+        spec = self.study.study.stimuli[run.stimulus]
+        if not spec.media or "audio" not in spec.modalities:
+            return np.zeros((run.fmri.shape[0], 1))
+        if run.stimulus not in self._envelopes:
+            rms = audio_rms(self.study.root / spec.media, 0.0, spec.duration_s, ENVELOPE_HZ)
+            self._envelopes[run.stimulus] = np.nan_to_num(rms.astype(np.float64))
+        rms = self._envelopes[run.stimulus]
+        w = overlap(np.arange(rms.size) / ENVELOPE_HZ, 1.0 / ENVELOPE_HZ, run.bold_times_s, run.tr_s) / run.tr_s
+        return (w @ rms)[:, None]
+
+    def matrix(self, run_index: int) -> tuple[np.ndarray, list[slice]]:
+        """The delayed design matrix of one whole run, (n_TR, columns), and each band's column slice."""
+        run = self.study.runs[run_index]
+        k = self.key(run_index)
+        if k not in self._matrices:
+            delays = delays_for(run.tr_s, self.max_delay_s)
+            values = self.band_values(run_index)
+            blocks = [delayed(values[b], delays) for b in self.bands]
+            edges = np.cumsum([0] + [b.shape[1] for b in blocks])
+            self._matrices[k] = (np.concatenate(blocks, axis=1),
+                                 [slice(int(a), int(b)) for a, b in zip(edges, edges[1:])])
+        return self._matrices[k]
 
 
 @contextlib.contextmanager
@@ -85,53 +207,131 @@ def _backend(name: str):
 
 @dataclass
 class RidgeResult:
-    predictions: dict[int, np.ndarray]        # run index -> (n_TR, V)
-    split_predictions: dict[int, np.ndarray]  # run index -> (3, n_TR, V), one per band
+    predictions: dict[int, np.ndarray]        # run index -> (n_TR, V), the whole run
+    split_predictions: dict[int, np.ndarray]  # run index -> (n_bands, n_TR, V), one per band
     backend: str
     delays_s: list[float]
+    bands: tuple[str, ...] = MODALITIES
+    pooling: str = "subject"
+
+
+def _cv_groups(study: LoadedStudy, rows: list[int], train: Selection, n_folds: int) -> np.ndarray:
+    """A group label per training sample: its stimulus, or (stimulus, contiguous block) when there are
+    fewer stimuli than folds, so that no stimulus (or stretch of one) is in training and validation."""
+    stimuli = list(dict.fromkeys(study.runs[i].stimulus for i in rows))
+    by_block = len(stimuli) < n_folds
+    out = []
+    for i in rows:
+        n = int(train.mask(i).sum())
+        s = stimuli.index(study.runs[i].stimulus)
+        block = (np.arange(n) * n_folds // max(n, 1)) if by_block else np.zeros(n, int)
+        out.append(s * n_folds + block)
+    return np.concatenate(out)
 
 
 def _folds(groups: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    runs = np.unique(groups)
-    k = max(2, min(n_folds, runs.size))
-    return [(np.flatnonzero(~np.isin(groups, runs[i::k])), np.flatnonzero(np.isin(groups, runs[i::k])))
+    labels = np.unique(groups)
+    k = max(2, min(n_folds, labels.size))
+    if labels.size < 2:
+        raise ValueError("ridge: cross-validation needs training samples from at least two stimuli or blocks")
+    return [(np.flatnonzero(~np.isin(groups, labels[i::k])), np.flatnonzero(np.isin(groups, labels[i::k])))
             for i in range(k)]
 
 
-def fit_predict(study: LoadedStudy, train_runs: list[int], test_runs: list[int],
-                config: RidgeConfig | None = None) -> RidgeResult:
-    """Fit the banded ridge per subject on ``train_runs`` and predict ``test_runs``."""
+@dataclass
+class _Fit:
+    """One design matrix and the targets fitted on it: ``targets[s]`` is subject ``s``'s (n, V) data
+    (or the group mean under the name ``"mean"``), ``rows`` the training runs behind the design."""
+
+    rows: list[int]
+    targets: dict[str, np.ndarray]
+
+
+def _fits(study: LoadedStudy, designs: Designs, train: Selection, subjects: list[str], pooling: str) -> list[_Fit]:
+    if pooling == "mean":
+        by_key: dict[tuple, list[int]] = {}
+        for i in train:
+            by_key.setdefault((designs.key(i), train.mask(i).tobytes()), []).append(i)
+        rows = [g[0] for g in by_key.values()]
+        mean = np.concatenate([np.mean([study.runs[i].fmri[train.mask(i)] for i in g], axis=0)
+                               for g in by_key.values()])
+        return [_Fit(rows, {"mean": mean})]
+    groups: dict[tuple, _Fit] = {}
+    for s in subjects:
+        rows = [i for i in train if study.runs[i].subject == s]
+        if not rows:
+            raise ValueError(f"ridge: subject {s} has test runs but no training run")
+        sig = tuple((designs.key(i), train.mask(i).tobytes()) for i in rows)
+        fit = groups.setdefault(sig, _Fit(rows, {}))
+        fit.targets[s] = np.concatenate([study.runs[i].fmri[train.mask(i)] for i in rows])
+    return list(groups.values())
+
+
+def fit_predict(study: LoadedStudy, train_runs, test_runs, config: RidgeConfig | None = None) -> RidgeResult:
+    """Fit the banded ridge on the training samples and predict the test runs (whole runs: scoring
+    takes the test samples).
+
+    Args:
+        train_runs, test_runs: :class:`~tinytribe.data.splits.Selection` s or run indices (whole runs).
+    """
     from himalaya.kernel_ridge import ColumnKernelizer, Kernelizer, MultipleKernelRidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     config = config or RidgeConfig()
+    train, test = as_selection(study, train_runs), as_selection(study, test_runs)
+    if not len(train):
+        raise ValueError("ridge: no training samples")
+    bands = tuple(config.bands or default_bands(study, [*train, *test]))
+    trs = sorted({round(study.runs[i].tr_s, 6) for i in [*train, *test]})
+    if len(trs) > 1:
+        raise ValueError(f"ridge: runs have TRs {', '.join(f'{t:g}' for t in trs)} s; fit each TR separately")
+    problems = band_problems(study, [*train, *test], bands)
+    if problems:
+        band, why = next(iter(problems.items()))
+        raise BandError(f"ridge band {band}: {why}")
+    designs = Designs(study, bands, config.max_delay_s)
+    subjects = sorted({study.runs[i].subject for i in test}, key=study.subjects.index)
     preds, splits = {}, {}
     with _backend(config.backend) as backend:
         from himalaya.backend import get_backend
 
         bk = get_backend()
-        for s in sorted({study.runs[i].subject for i in test_runs}):
-            train = [i for i in train_runs if study.runs[i].subject == s]
-            test = [i for i in test_runs if study.runs[i].subject == s]
-            if not train:
-                raise ValueError(f"ridge: subject {s} has test runs but no training run")
-            delays = delays_for(study.runs[train[0]].tr_s, config.max_delay_s)
-            xs = [design(study, i, delays) for i in train]
-            slices = xs[0][1]
-            X = np.concatenate([x for x, _ in xs])
-            Y = np.concatenate([study.runs[i].fmri for i in train]).astype(np.float64)
-            groups = np.concatenate([np.full(study.runs[i].fmri.shape[0], i) for i in train])
-            kernelizer = ColumnKernelizer([(m, Kernelizer(kernel="linear"), sl) for m, sl in zip(MODALITIES, slices)])
-            model = MultipleKernelRidgeCV(
-                kernels="precomputed", cv=_folds(groups, config.n_folds), random_state=config.seed,
-                solver_params={"n_iter": config.n_iter, "alphas": np.asarray(config.alphas), "progress_bar": False})
-            pipe = make_pipeline(StandardScaler(with_mean=True, with_std=False), kernelizer, model)
-            pipe.fit(X, Y)
-            for i in test:
-                Xt, _ = design(study, i, delays)
-                preds[i] = np.asarray(bk.to_numpy(pipe.predict(Xt)), np.float32)
-                kt = pipe[:-1].transform(Xt)
-                splits[i] = np.asarray(bk.to_numpy(pipe[-1].predict(kt, split=True)), np.float32)
-        tr = study.runs[test_runs[0]].tr_s if test_runs else 1.0
-    return RidgeResult(preds, splits, backend, [d * tr for d in delays_for(tr, config.max_delay_s)])
+        for fit in _fits(study, designs, train, subjects, config.pooling):
+            slices = designs.matrix(fit.rows[0])[1]
+            X = np.concatenate([designs.matrix(i)[0][train.mask(i)] for i in fit.rows])
+            groups = _cv_groups(study, fit.rows, train, config.n_folds)
+            kernelizer = ColumnKernelizer([(b, Kernelizer(kernel="linear"), sl) for b, sl in zip(bands, slices)])
+            prep = make_pipeline(StandardScaler(with_mean=True, with_std=False), kernelizer)
+            K = prep.fit_transform(X)
+            test_of = {name: [i for i in test if config.pooling == "mean" or study.runs[i].subject == name]
+                       for name in fit.targets}
+            kt_cache = {}
+            names = list(fit.targets)
+            V = study.study.n_outputs
+            per_chunk = max(1, int(config.max_fit_bytes // (8 * X.shape[0] * V)))
+            for c in range(0, len(names), per_chunk):
+                chunk = names[c:c + per_chunk]
+                model = MultipleKernelRidgeCV(
+                    kernels="precomputed", cv=_folds(groups, config.n_folds), random_state=config.seed,
+                    solver_params={"n_iter": config.n_iter, "alphas": np.asarray(config.alphas),
+                                   "progress_bar": False})
+                model.fit(K, np.concatenate([fit.targets[n] for n in chunk], axis=1).astype(np.float64))
+                for k, name in enumerate(chunk):
+                    cols = slice(k * V, (k + 1) * V)
+                    for i in test_of[name]:
+                        key = designs.key(i)
+                        if key not in kt_cache:
+                            kt = prep.transform(designs.matrix(i)[0])
+                            kt_cache[key] = (np.asarray(bk.to_numpy(model.predict(kt))),
+                                             np.asarray(bk.to_numpy(model.predict(kt, split=True))))
+                        full, split = kt_cache[key]
+                        preds[i] = full[:, cols].astype(np.float32)
+                        splits[i] = split[:, :, cols].astype(np.float32)
+                kt_cache.clear()
+        missing = [i for i in test if i not in preds]
+        if missing:
+            raise ValueError(f"ridge: no prediction for run {missing[0]}")
+    tr = study.runs[next(iter(test))].tr_s if len(test) else 1.0
+    return RidgeResult(preds, splits, backend, [d * tr for d in delays_for(tr, config.max_delay_s)], bands,
+                       config.pooling)

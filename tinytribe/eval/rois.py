@@ -4,6 +4,10 @@ Named ROIs (both hemispheres): early visual (HCP-MMP1 V1, V2, V3), auditory (A1,
 PBelt, RI), language (44, 45, STSda, STSdp, STSva, STSvp, TPOJ1), default mode (Yeo-7 network 7),
 and every Yeo-7 network. Add your own with :func:`rois_from_labels` (a vertex->label vector) or
 :func:`rois_from_annot` (a FreeSurfer ``.annot`` pair on fsaverage5).
+
+:func:`rois_for_space` gives the ROIs of any output space: the named ROIs on a mesh, the seven
+networks of a Schaefer parcellation (from its parcel names), and one ROI per output of a
+``custom:N`` space (named by the study's ``output_names``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tinytribe.formats import space_size
-from tinytribe.spaces import fsaverage4_indices, load_atlas, parcel_means, parcellation, read_annot_pair
+from tinytribe.spaces import PARCELLATIONS, fsaverage4_indices, load_atlas, parcel_means, parcellation, read_annot_pair
 
 HCP_ROIS = {
     "early visual": ("V1", "V2", "V3"),
@@ -47,6 +51,39 @@ def named_rois(space: str = "fsaverage5") -> dict[str, np.ndarray]:
             out["default mode"] = mask
         out[f"Yeo {k} {net}"] = mask
     return out
+
+
+def schaefer_networks(space: str) -> dict[str, np.ndarray]:
+    """The Yeo-7 networks of a Schaefer parcel space as (n_parcels,) masks, from the parcel names
+    (``7Networks_LH_Vis_1`` belongs to ``Vis``), named like :func:`named_rois`'s networks."""
+    from tinytribe.spaces import parcellation
+
+    _, names = parcellation(space)
+    short = {"Vis": "visual", "SomMot": "somatomotor", "DorsAttn": "dorsal attention",
+             "SalVentAttn": "ventral attention", "Limbic": "limbic", "Cont": "frontoparietal", "Default": "default"}
+    nets = np.array([n.split("_")[2] if n.count("_") >= 2 else "" for n in names])
+    out = {}
+    for k, (key, net) in enumerate(short.items(), start=1):
+        mask = nets == key
+        if net == "default":
+            out["default mode"] = mask
+        out[f"Yeo {k} {net}"] = mask
+    return out
+
+
+def rois_for_space(space: str, output_names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The ROIs a study in ``space`` is summarised by: :func:`named_rois` on fsaverage5/4, the Schaefer
+    networks on a parcel space, each output of a ``custom:N`` space on its own (``output_names`` or
+    ``output 1`` ...)."""
+    if space in ("fsaverage5", "fsaverage4"):
+        return named_rois(space)
+    if space in PARCELLATIONS:
+        return schaefer_networks(space)
+    n = space_size(space)
+    names = output_names or [f"output {k + 1}" for k in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} output names for the {n} outputs of {space}")
+    return {name: np.arange(n) == k for k, name in enumerate(names)}
 
 
 def rois_from_labels(labels: np.ndarray, names: dict[int, str] | list[str] | None = None,
@@ -91,7 +128,10 @@ def roi_means(values: np.ndarray, rois: dict[str, np.ndarray], cortex: np.ndarra
 
 
 def schaefer_vector(values: np.ndarray, space: str, n_parcels: int = 400) -> np.ndarray:
-    """Per-parcel (Schaefer-``n``) means of (V,) values on fsaverage5 or fsaverage4 (medial wall out)."""
+    """Per-parcel (Schaefer-``n``) means of (V,) values on fsaverage5 or fsaverage4 (medial wall out);
+    values already in that parcel space are returned as they are."""
+    if space == f"schaefer-{n_parcels}":
+        return np.asarray(values, np.float64).astype(np.float32)
     labels, _ = parcellation(f"schaefer-{n_parcels}")
     if space == "fsaverage4":
         labels = labels[fsaverage4_indices()]
