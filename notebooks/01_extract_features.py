@@ -19,8 +19,11 @@
 # The three tiny frozen backbones turn every stimulus into feature sequences at 2 Hz, cached once
 # and reused by every training phase:
 #
-# - **text**: words (from a transcript beside the media -- TextGrid, SRT, VTT, TSV, Algonauts TSV --
-#   or from Whisper tiny.en speech recognition) embedded with their preceding context by all-MiniLM-L6-v2;
+# - **text**: words (from a transcript -- TextGrid, SRT, VTT, TSV, Algonauts TSV: `<stem>.<suffix>` or
+#   `<stem>.words.tsv` beside the media or in a `transcripts/` folder -- or from Whisper tiny.en speech
+#   recognition) embedded with their preceding context by all-MiniLM-L6-v2, with two timing channels
+#   (word onsets per step, the share of the step with speech); the words of speech recognition are
+#   saved as `<stimulus>.words.tsv` to inspect, correct and feed back;
 # - **audio**: the Whisper-Tiny encoder on 30 s windows, averaged per 0.5 s step;
 # - **video**: EfficientNet-Lite0 (offline default) or MobileViT-S on the frame at each step's centre.
 #
@@ -60,7 +63,7 @@ from pathlib import Path
 import tinytribe
 from tinytribe import manifest as mf
 from tinytribe.eval.plots import plot_features
-from tinytribe.features.cache import feature_job_work, is_transcript, stitch_done, transcript_durations
+from tinytribe.features.cache import feature_job_work, is_transcript, stimulus_id, stitch_done, transcript_durations
 from tinytribe.features.decode import MEDIA_SUFFIXES
 from tinytribe.features.extract import ExtractionConfig, FeatureExtractor
 from tinytribe.formats import FeatureCache, Manifest
@@ -80,7 +83,7 @@ session = Session.start(run_root, account=account, sync_remote=sync_remote, rese
 # %%
 files = sorted(p for p in media_root.iterdir() if p.is_file())
 media = [p for p in files if p.suffix.lower() in MEDIA_SUFFIXES]
-texts_only = [p for p in files if is_transcript(p) and not any(m.stem == p.stem for m in media)]
+texts_only = [p for p in files if is_transcript(p) and not any(m.stem == stimulus_id(p) for m in media)]
 
 
 def build() -> mf.Manifest:
@@ -102,6 +105,8 @@ report = run_job(manifest_path, feature_job_work(media_root, run_root, extractor
 stitched = stitch_done(manifest_path, run_root)
 print(report.line())
 print(f"stitched {len(stitched)} stimuli: {', '.join(p.name for p in stitched) or '-'}")
+for path in sorted(run_root.glob("*.npz")):  # where each stimulus's words came from
+    print(f"words of {path.stem}: {FeatureCache.load(path).words_source}")
 
 # %%
 m = Manifest.load(manifest_path)

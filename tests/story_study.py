@@ -80,7 +80,9 @@ def build_story_study(root: Path, extractor, seed: int = 0) -> Path:
     text_only = FeatureCache(stimulus_id="story", rate_hz=fc.rate_hz, t0_s=fc.t0_s,
                              features={"text": fc.features["text"]}, masks={"text": fc.masks["text"]},
                              backbones={"text": fc.backbones["text"]}, extraction=fc.extraction, source=fc.source,
-                             source_sha256=fc.source_sha256, provenance=fc.provenance)
+                             source_sha256=fc.source_sha256, timing=fc.timing, words=fc.words,
+                             words_source=fc.words_source, transcript_sha256=fc.transcript_sha256,
+                             provenance=fc.provenance)
     text_only.save(root / "features" / "story.npz")
 
     rng = np.random.default_rng(seed + 1)

@@ -72,7 +72,8 @@ def test_teacher_commands(tmp_path, capsys):
         x = {m: rng.standard_normal((120, 8)).astype(np.float32) for m in ("text", "audio", "video")}
         FeatureCache(stimulus_id=f"ep{s}", rate_hz=2.0, t0_s=0.0, features=x, masks={m: np.ones(120, bool) for m in x},
                      backbones={m: {"name": m} for m in x}, extraction={}, source=str(tmp_path / f"ep{s}.mp4"),
-                     source_sha256="0" * 64).save(feats / f"ep{s}.npz")
+                     source_sha256="0" * 64, timing={"word_onsets": np.zeros(120), "speech": np.zeros(120)}
+                     ).save(feats / f"ep{s}.npz")
     out = tmp_path / "teacher" / "manifest.json"
     assert main(["teacher", "select", str(feats), "--k", "2", "--per-cluster", "1", "--media", str(tmp_path),
                  "--out", str(out)]) == 0

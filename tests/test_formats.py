@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinytribe.formats import (Checkpoint, FeatureCache, FormatError, Manifest, ManifestItem, Study, StudyRun,
-                               StudyStimulus, TeacherChunk, space_size)
+                               StudyStimulus, TeacherChunk, Word, space_size)
 from tinytribe.provenance import provenance
 
 
@@ -23,6 +23,8 @@ def feature_cache(T=40, rng=np.random.default_rng(0)):
                                    "audio": {"name": "whisper-tiny", "revision": "r2", "layer": "encoder", "dim": 384},
                                    "video": {"name": "efficientnet-lite0", "revision": "r3", "layer": "pool", "dim": 1280}},
                         extraction={"context_words": 32}, source="clip.mp4", source_sha256="ab" * 32,
+                        timing={"word_onsets": (np.arange(T) % 3 == 0).astype(float), "speech": np.full(T, 0.5)},
+                        words=[Word("hello", 2.5, 0.4, 0.9), Word("world", 3.0, 0.5)], words_source="asr: test",
                         provenance=provenance())
 
 
@@ -47,6 +49,27 @@ def test_feature_cache_round_trip(tmp_path):
         np.testing.assert_array_equal(back.masks[m], fc.masks[m])
     assert back.backbones == fc.backbones and back.extraction == fc.extraction
     assert back.n_steps == 40 and back.times()[3] == 1.5
+    for k in ("word_onsets", "speech"):
+        np.testing.assert_array_equal(back.timing[k], fc.timing[k])
+    assert back.words == fc.words and back.words[1].confidence is None and back.words_source == "asr: test"
+    x = back.model_input("text")
+    assert x.shape == (40, 386) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:, 384], fc.timing["word_onsets"] / np.sqrt(384), rtol=1e-6)
+    np.testing.assert_allclose(x[:, 385], fc.timing["speech"] / np.sqrt(384), rtol=1e-6)
+    assert back.model_input("audio").shape == (40, 384)
+
+
+def test_old_feature_caches_are_refused_with_the_command_that_remakes_them(tmp_path):
+    """A version-1 cache has no timing channels: it is refused, not padded, and the error says what to run."""
+    fc = feature_cache()
+    fc.save(tmp_path / "clip.npz")
+    _rewrite_meta(tmp_path / "clip.npz", format_version=1)
+    with pytest.raises(FormatError, match=r"clip.npz: feature cache version 1 has no word-timing channels .*"
+                                          r"tinytribe notebooks 01_extract_features"):
+        FeatureCache.load(tmp_path / "clip.npz")
+    fc = feature_cache()
+    with pytest.raises(FormatError, match="the text stream's timing channel 'word_onsets' is missing"):
+        FeatureCache(**{k: getattr(fc, k) for k in fc.__dataclass_fields__ if k != "timing"})
 
 
 def test_feature_cache_refuses_bad_input(tmp_path):
@@ -75,8 +98,8 @@ def _rewrite_meta(path, **changes):
 
 def test_cache_versions_are_checked(tmp_path):
     feature_cache().save(tmp_path / "f.npz")
-    _rewrite_meta(tmp_path / "f.npz", format_version=2)
-    with pytest.raises(FormatError, match="f.npz: feature cache format_version 2 is not supported"):
+    _rewrite_meta(tmp_path / "f.npz", format_version=3)
+    with pytest.raises(FormatError, match="f.npz: feature cache format_version 3 is not supported"):
         FeatureCache.load(tmp_path / "f.npz")
     teacher_chunk().save(tmp_path / "t.npz")
     _rewrite_meta(tmp_path / "t.npz", format_version=0)

@@ -27,13 +27,17 @@ from tinytribe.config import ConfigError, from_dict, to_dict
 
 MANIFEST_VERSION = 1
 JOBDEF_VERSION = 1
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2 added the text stream's timing channels and the words; version 1 is refused (re-extract)
 TEACHER_VERSION = 2  # 2 added `events`, `sample_width_s`, `source_sha256`; version 1 files still load
 STUDY_VERSION = 2  # 2 added time-range splits, `output_names`, stimulus `words` and `media`; version 1 files still load
 CHECKPOINT_VERSION = 1
 
 Status = Literal["pending", "running", "done", "failed"]
 MODALITIES = ("text", "audio", "video")
+TEXT_TIMING = ("word_onsets", "speech")  # per-step timing channels of the text stream (feature cache 2)
+TIMING_SCALE = 384 ** -0.5  # the channels' scale in the model input: one word ~ one unit-norm embedding entry
+REEXTRACT = ("re-extract it: run notebook 01_extract_features on its media (tinytribe notebooks 01_extract_features "
+             "-p media_dir=<folder> -p run_dir=<folder>), which re-extracts stale caches by itself")
 SPACES = {"fsaverage5": 20484, "fsaverage4": 5124, "schaefer-400": 400, "schaefer-1000": 1000}
 
 
@@ -254,6 +258,21 @@ def _check_finite(name: str, a: np.ndarray, where: str) -> None:
         raise FormatError(f"{where}: {name} has {int(bad.sum())} NaN/Inf values (first at index {idx})")
 
 
+@dataclass(frozen=True)
+class Word:
+    """A word event: ``word`` spoken from ``onset`` for ``duration`` seconds (stimulus time), with the
+    recogniser's ``confidence`` (0-1) when it came from speech recognition."""
+
+    word: str
+    onset: float
+    duration: float
+    confidence: float | None = None
+
+    @property
+    def end(self) -> float:
+        return self.onset + self.duration
+
+
 @dataclass
 class FeatureCache:
     """Backbone features of one stimulus on a regular grid.
@@ -262,6 +281,11 @@ class FeatureCache:
     modality has the same number of steps; ``masks[m][i]`` is False where modality ``m`` has no
     content at step ``i`` (no audio track, silence before the first word, ...), and its features
     there are zero.
+
+    The text stream carries its timing beside the embedding: ``timing["word_onsets"][i]`` counts the
+    words whose onset falls in step ``i``, ``timing["speech"][i]`` is the share of the step inside a
+    word's interval (0 silence, 1 speech throughout). ``words`` are the word events the text came from
+    (onsets inside the cache's window), ``words_source`` says where they came from.
     """
 
     stimulus_id: str
@@ -273,6 +297,10 @@ class FeatureCache:
     extraction: dict[str, Any]
     source: str
     source_sha256: str
+    timing: dict[str, np.ndarray] = field(default_factory=dict)
+    words: list[Word] = field(default_factory=list)
+    words_source: str = "none"
+    transcript_sha256: str = ""
     provenance: dict[str, str] = field(default_factory=dict)
     format_version: int = FEATURES_VERSION
 
@@ -293,6 +321,17 @@ class FeatureCache:
             if self.masks[m].shape != (a.shape[0],):
                 raise FormatError(f"{where}: {m} mask must be ({a.shape[0]},), got {self.masks[m].shape}")
             _check_finite(f"{m} features", self.features[m], where)
+        if "text" in self.features:
+            missing = [k for k in TEXT_TIMING if k not in self.timing]
+            if missing:
+                raise FormatError(f"{where}: the text stream's timing channel {missing[0]!r} is missing")
+        for k, a in self.timing.items():
+            if k not in TEXT_TIMING:
+                raise FormatError(f"{where}: unknown timing channel {k!r} (known: {', '.join(TEXT_TIMING)})")
+            self.timing[k] = np.asarray(a, np.float32)
+            if self.timing[k].shape != (self.n_steps,):
+                raise FormatError(f"{where}: timing channel {k} must be ({self.n_steps},), got {self.timing[k].shape}")
+            _check_finite(f"timing channel {k}", self.timing[k], where)
 
     @property
     def n_steps(self) -> int:
@@ -302,10 +341,24 @@ class FeatureCache:
         """Start time of each step, in stimulus seconds: ``(T,)`` float64."""
         return self.t0_s + np.arange(self.n_steps) / self.rate_hz
 
+    def model_input(self, modality: str) -> np.ndarray:
+        """(T, D) float32: what the student's projector for ``modality`` reads. For text, the embedding
+        followed by the timing channels (``TEXT_TIMING`` order) times ``TIMING_SCALE``."""
+        x = self.features[modality].astype(np.float32)
+        if modality != "text":
+            return x
+        return np.concatenate([x] + [TIMING_SCALE * self.timing[k][:, None] for k in TEXT_TIMING], axis=1)
+
     def save(self, path: str | Path) -> Path:
         arrays = {f"feat__{m}": a for m, a in self.features.items()}
         arrays |= {f"mask__{m}": a.astype(np.uint8) for m, a in self.masks.items()}
-        meta = {k: v for k, v in to_dict(self).items() if k not in ("features", "masks")}
+        arrays |= {f"timing__{k}": a for k, a in self.timing.items()}
+        arrays |= {"words__text": np.array([w.word for w in self.words], dtype=str),
+                   "words__onset_s": np.array([w.onset for w in self.words], np.float64),
+                   "words__duration_s": np.array([w.duration for w in self.words], np.float64),
+                   "words__confidence": np.array([np.nan if w.confidence is None else w.confidence
+                                                  for w in self.words], np.float64)}
+        meta = {k: v for k, v in to_dict(self).items() if k not in ("features", "masks", "timing", "words")}
         meta["format"] = "tinytribe.features"
         return atomic_write_bytes(path, _npz_bytes(arrays, meta))
 
@@ -315,11 +368,20 @@ class FeatureCache:
         arrays, meta = _read_npz(path, "feature cache")
         if meta.pop("format", None) != "tinytribe.features":
             raise FormatError(f"{path}: not a tinytribe feature cache")
+        if meta.get("format_version") == 1:
+            raise FormatError(f"{path}: feature cache version 1 has no word-timing channels (version 2 does); "
+                              + REEXTRACT)
         _check_version("feature cache", meta.get("format_version"), FEATURES_VERSION, path)
         mods = [k.split("__", 1)[1] for k in arrays if k.startswith("feat__")]
         try:
+            conf = arrays.get("words__confidence", np.zeros(0))
+            words = [Word(str(t), float(o), float(d), None if np.isnan(c) else float(c)) for t, o, d, c in
+                     zip(arrays.get("words__text", []), arrays.get("words__onset_s", []),
+                         arrays.get("words__duration_s", []), conf)]
             return cls(features={m: arrays[f"feat__{m}"] for m in mods},
-                       masks={m: arrays[f"mask__{m}"] for m in mods}, **meta)
+                       masks={m: arrays[f"mask__{m}"] for m in mods},
+                       timing={k.split("__", 1)[1]: a for k, a in arrays.items() if k.startswith("timing__")},
+                       words=words, **meta)
         except KeyError as e:
             raise FormatError(f"{path}: missing array {e}") from None
         except TypeError as e:

@@ -63,8 +63,8 @@ def test_bands_follow_the_stimulus_modalities(story, demo_study):
         "audio": "no stimulus among story has audio", "audio_envelope": "no stimulus among story has audio"}
     with pytest.raises(BandError, match="ridge band video: no stimulus among story has video"):
         fit_predict(story, story.split("train"), story.split("test"), RidgeConfig(bands=("text", "video")))
-    demo = load_study(demo_study, teacher=False)
-    assert "has text but no 'words' file" in band_problems(demo, demo.split("train"), ["word_rate"])["word_rate"]
+    demo = load_study(demo_study, teacher=False)   # no transcripts: word rate from the ASR onsets in the caches
+    assert band_problems(demo, demo.split("train"), ["word_rate", "audio_envelope"]) == {}
     with pytest.raises(ValueError, match="unknown ridge band 'pitch'"):
         RidgeConfig(bands=("pitch",))
 
@@ -123,3 +123,22 @@ def test_per_subject_and_pooled_fits_match_direct_himalaya_fits(story):
     for i in test:
         np.testing.assert_allclose(pooled.predictions[i], expected, rtol=1e-4, atol=1e-5)
     assert pooled.pooling == "mean" and not np.allclose(pooled.predictions[0], ours.predictions[0], atol=1e-3)
+
+
+def test_word_rate_from_the_feature_cache_matches_the_transcript_band(story, story_copy):
+    """The cache's onset channel, averaged onto TRs, is the word-rate band: a ridge on it alone gives the
+    same predictions as a ridge on the transcript's word rate (TR 2 s: whole feature steps)."""
+    import json
+
+    data = json.loads((story_copy / "study.json").read_text())
+    del data["stimuli"]["story"]["words"]
+    (story_copy / "study.json").write_text(json.dumps(data))
+    no_words = load_study(story_copy)
+    from_cache = Designs(no_words, ("word_rate",), 10.0).band_values(0)["word_rate"]
+    from_words = Designs(story, ("word_rate",), 10.0).band_values(0)["word_rate"]
+    np.testing.assert_allclose(from_cache, from_words, atol=1e-12)
+    config = RidgeConfig(bands=("word_rate",), n_iter=3, backend="numpy")
+    a = fit_predict(story, story.split("train"), story.split("test"), config)
+    b = fit_predict(no_words, no_words.split("train"), no_words.split("test"), config)
+    for i in a.predictions:
+        np.testing.assert_allclose(b.predictions[i], a.predictions[i], rtol=1e-6, atol=1e-8)

@@ -48,6 +48,11 @@ def test_chunks_equal_the_whole_file(extractor, media_dir, whole):
                                    whole["astronaut_tour"].features[m].astype(np.float32), atol=1e-3)
 
 
+def test_stitch_refuses_chunks_of_two_stimuli(whole):
+    with pytest.raises(ValueError, match="chunks of different stimuli cannot be stitched: astronaut_tour, north_wind_story"):
+        stitch([whole["astronaut_tour"], whole["north_wind_story"]])
+
+
 def test_a_transcript_beside_the_media_replaces_asr(extractor, media_dir, tmp_path):
     shutil.copy(media_dir / "coffee_still.mp4", tmp_path / "clip.mp4")
     (tmp_path / "clip.tsv").write_text("word\tonset\tduration\nfresh\t2.0\t0.4\ncoffee\t2.6\t0.5\nbeans\t9.0\t0.3\n")

@@ -94,8 +94,38 @@ def test_transcript_errors(tmp_path, media_dir):
         read_transcript(late, duration_s=24.0)
     wrong = tmp_path / "w.tsv"
     wrong.write_text("a\tb\n1\t2\n")
-    with pytest.raises(TranscriptError, match="w.tsv: TSV needs columns word, onset, duration"):
+    with pytest.raises(TranscriptError, match=r"w.tsv: TSV needs columns word \(or text\) and onset"):
         read_transcript(wrong)
     (tmp_path / "clip.mp4").write_bytes(b"")
     (tmp_path / "clip.srt").write_text("")
     assert find_transcript(tmp_path / "clip.mp4") == tmp_path / "clip.srt"
+
+
+def test_tsv_without_durations_lasts_to_the_next_onset_and_says_so(tmp_path):
+    p = tmp_path / "w.tsv"
+    p.write_text("text\tonset\nhello\t1.0\nthere\t1.4\nfriend\t4.0\n")
+    with pytest.warns(UserWarning, match="no duration column: each word lasts until the next word's onset, at most 1 s"):
+        words = read_transcript(p)
+    assert [(w.word, w.onset, round(w.duration, 6)) for w in words] == [("hello", 1.0, 0.4), ("there", 1.4, 1.0),
+                                                                       ("friend", 4.0, 1.0)]
+    p.write_text("word\tduration\nhello\t0.3\n")
+    with pytest.raises(TranscriptError, match="TSV needs columns word .or text. and onset"):
+        read_transcript(p)
+
+
+def test_transcript_search_order_and_what_it_says(tmp_path):
+    from tinytribe.features.words import transcript_search
+
+    media = tmp_path / "clip.mp4"
+    media.write_bytes(b"")
+    found, how = transcript_search(media)
+    assert found is None and how.startswith("no transcript (clip.{TextGrid,srt,vtt,tsv} or clip.words.tsv")
+    (tmp_path / "transcripts").mkdir()
+    (tmp_path / "transcripts" / "clip.srt").write_text("")
+    (tmp_path / "transcripts" / "other.srt").write_text("")
+    assert transcript_search(media) == (tmp_path / "transcripts" / "clip.srt", "clip.srt (in transcripts/, same stem)")
+    (tmp_path / "clip.words.tsv").write_text("")
+    assert transcript_search(media) == (tmp_path / "clip.words.tsv", "clip.words.tsv (beside the media)")
+    (tmp_path / "clip.TextGrid").write_text("")
+    assert transcript_search(media) == (tmp_path / "clip.TextGrid", "clip.TextGrid (beside the media, same stem)")
+    assert find_transcript(media) == tmp_path / "clip.TextGrid"

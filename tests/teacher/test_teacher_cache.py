@@ -96,7 +96,7 @@ def _cache(stim, content, n_steps, rng):
         masks[m] = np.ones(n_steps, bool)
     return FeatureCache(stimulus_id=stim, rate_hz=2.0, t0_s=0.0, features=feats, masks=masks,
                         backbones={m: {"name": m} for m in feats}, extraction={}, source=f"/media/{stim}.mp4",
-                        source_sha256="0" * 64)
+                        source_sha256="0" * 64, timing={"word_onsets": np.zeros(n_steps), "speech": np.zeros(n_steps)})
 
 
 def test_diversity_picks_every_kind_of_content(tmp_path):

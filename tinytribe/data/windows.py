@@ -70,7 +70,8 @@ def make_windows(study: LoadedStudy, runs: Selection | list[int] | None = None, 
 def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0) -> dict[str, Any]:
     """Everything one window holds, as numpy arrays.
 
-    Returns a dict with ``features`` / ``masks`` (per modality, (T, D) float32 / (T,) bool), ``t0``
+    Returns a dict with ``features`` / ``masks`` (per modality, (T, D) float32 / (T,) bool; the
+    student's inputs, :meth:`~tinytribe.formats.FeatureCache.model_input`), ``t0``
     (stimulus time of feature step 0), ``rate_hz``, ``available`` (3,) bool in ``MODALITIES`` order,
     ``fmri`` (N, V), ``bold_times_s`` (N,), ``tr_s``, ``subject``, ``stimulus``, and -- when the
     stimulus has a teacher -- ``teacher`` (K, V_t), ``teacher_times_s`` (K,), ``teacher_width_s``,
@@ -87,10 +88,11 @@ def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0) -> di
     lo, hi = max(i0, 0), min(i1, fc.n_steps)
     feats, masks = {}, {}
     for m in fc.features:
-        x = np.zeros((i1 - i0, fc.features[m].shape[1]), np.float32)
+        stream = fc.model_input(m)                           # (T, D): text with its timing channels
+        x = np.zeros((i1 - i0, stream.shape[1]), np.float32)
         k = np.zeros(i1 - i0, bool)
         if hi > lo:
-            x[lo - i0:hi - i0] = fc.features[m][lo:hi]
+            x[lo - i0:hi - i0] = stream[lo:hi]
             k[lo - i0:hi - i0] = fc.masks[m][lo:hi]
         feats[m], masks[m] = x, k
     item: dict[str, Any] = {

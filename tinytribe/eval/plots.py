@@ -66,7 +66,14 @@ def plot_features(fc, max_dims: int = 64):
         name = fc.backbones[m]["name"]
         ax.set_ylabel(f"{m}\n({name})", fontsize=8)
         ax.text(1.005, 0.5, f"{fc.masks[m].mean():.0%}\npresent", transform=ax.transAxes, fontsize=7, va="center")
-    axes[0, 0].set_title(f"{fc.stimulus_id}: features at {fc.rate_hz:g} Hz (grey: no content)", fontsize=9, loc="left")
+        if m == "text" and fc.timing:  # the timing channels: when words arrive, and speech, over the heat-map
+            step = t + 0.5 / fc.rate_hz
+            ax.plot(step, max_dims * (1 - fc.timing["speech"]), color="k", lw=0.8, label="speech")
+            onset = fc.timing["word_onsets"] > 0
+            ax.vlines(step[onset], max_dims * 0.85, max_dims, color="tab:green", lw=1.0, label="word onsets")
+            ax.legend(fontsize=6, loc="upper right", ncol=2)
+    axes[0, 0].set_title(f"{fc.stimulus_id}: features at {fc.rate_hz:g} Hz (grey: no content; text: word onsets "
+                         f"and speech)", fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("stimulus time (s)")
     fig.tight_layout()
     return fig

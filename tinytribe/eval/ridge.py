@@ -6,7 +6,8 @@ weightings, cross-validated):
 - ``text``, ``audio``, ``video``: the cached features of the stimuli's modalities (the default bands
   are the modalities the stimuli have), each averaged onto the run's TR grid (the mean over
   ``[tau, tau + TR)``, as the student does);
-- ``word_rate``: word onsets per second in each TR, from the stimulus's ``words`` transcript;
+- ``word_rate``: word onsets per second in each TR, from the stimulus's ``words`` transcript, or
+  without one from the onsets its feature cache counted (its transcript's or the recogniser's words);
 - ``audio_envelope``: the RMS level of the sound in each TR, from the stimulus's ``media`` file.
 
 Every band is delayed by every whole TR from 0 to ``max_delay_s`` (finite impulse response: the ridge
@@ -94,7 +95,7 @@ def band_problems(study: LoadedStudy, runs, bands) -> dict[str, str]:
             continue
         for s in stimuli:
             rel = getattr(study.study.stimuli[s], key)
-            if need in study.stimuli[s].modalities and not rel:
+            if band == "audio_envelope" and need in study.stimuli[s].modalities and not rel:
                 out[band] = f"stimulus {s!r} has {need} but no {key!r} file in study.json"
             elif rel and not (study.root / rel).is_file():
                 out[band] = f"{study.root / rel}: {key} file of stimulus {s!r} missing"
@@ -155,8 +156,12 @@ class Designs:
         from tinytribe.features.words import read_transcript
 
         spec = self.study.study.stimuli[run.stimulus]
-        if not spec.words:
+        if "text" not in spec.modalities:
             return np.zeros((run.fmri.shape[0], 1))
+        if not spec.words:  # the word onsets the feature cache counted per step (from its transcript or ASR)
+            fc = self.study.stimuli[run.stimulus].features
+            w = overlap(fc.times(), 1.0 / fc.rate_hz, run.bold_times_s, run.tr_s) * fc.rate_hz  # step share in TR
+            return (w @ fc.timing["word_onsets"].astype(np.float64) / run.tr_s)[:, None]
         onsets = np.array([w.onset for w in read_transcript(self.study.root / spec.words)])
         lo = np.searchsorted(onsets, run.bold_times_s, side="left")
         hi = np.searchsorted(onsets, run.bold_times_s + run.tr_s, side="left")

@@ -75,7 +75,7 @@ def measure(model, *, device: str = "cpu", seconds: float = 150.0, repeats: int 
         extractor.extract(media)  # loads the backbones: not part of the per-second cost
         start = time.perf_counter()
         fc = extractor.extract(media)
-        x = {m: torch.from_numpy(fc.features[m].astype("float32"))[None].to(device) for m in MODALITIES}
+        x = {m: torch.from_numpy(fc.model_input(m))[None].to(device) for m in MODALITIES}
         with torch.no_grad():
             model(x, available, t0, {"fmri": TimeGrid.regular(t0, int((duration - 1.49) // 1.49), 1.49)},
                   subject=None)

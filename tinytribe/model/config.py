@@ -19,8 +19,9 @@ class ModelConfig:
     """Every size and switch of the Tiny-TRIBE student (design defaults).
 
     Attributes:
-        input_dims: feature size per modality, in the order text, audio, video (384 MiniLM, 384
-            Whisper-Tiny, 640 MobileViT-S or 1280 EfficientNet-Lite0).
+        input_dims: input size per modality, in the order text, audio, video: 386 for text (384 MiniLM
+            and the two word-timing channels of feature cache 2: ``FeatureCache.model_input``), 384
+            Whisper-Tiny, 640 MobileViT-S or 1280 EfficientNet-Lite0.
         d_model: token width (512).
         proj_hidden: projector hidden width (768).
         n_layers, n_heads: fusion transformer depth and heads (4, 8 of 64).
@@ -40,7 +41,7 @@ class ModelConfig:
     """
 
     name: str = "custom"
-    input_dims: list[int] = field(default_factory=lambda: [384, 384, 1280])
+    input_dims: list[int] = field(default_factory=lambda: [386, 384, 1280])
     d_model: int = 512
     proj_hidden: int = 768
     n_layers: int = 4

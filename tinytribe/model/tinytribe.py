@@ -71,7 +71,8 @@ class TinyTribe(nn.Module):
         """Fuse the modalities into per-step, per-modality tokens.
 
         Args:
-            features: ``{"text": (B, T_t, 384), "audio": (B, T_a, 384), "video": (B, T_v, D_v)}``.
+            features: ``{"text": (B, T_t, 386), "audio": (B, T_a, 384), "video": (B, T_v, D_v)}`` (the
+                sizes of ``config.input_dims``; text is the embedding and its two timing channels).
             available: (B, 3) bool, the modalities each sample has (order text, audio, video).
             causal: tokens see only their own and earlier steps.
             p_modality_dropout: in training, drop each available modality of a sample with this
@@ -84,6 +85,10 @@ class TinyTribe(nn.Module):
         missing = [m for m in MODALITIES if m not in features]
         if missing:
             raise ValueError(f"features lack modality {missing[0]!r} (give zeros and mark it unavailable)")
+        for m, d in zip(MODALITIES, self.config.input_dims):
+            if features[m].shape[-1] != d:
+                raise ValueError(f"{m} inputs have {features[m].shape[-1]} values per step, this model expects {d} "
+                                 f"(input_dims); text inputs are FeatureCache.model_input('text') of feature cache 2")
         if available.shape != (features["text"].shape[0], len(MODALITIES)):
             raise ValueError(f"available must be (B, {len(MODALITIES)}), got {tuple(available.shape)}")
         available = available.bool()

@@ -118,6 +118,7 @@ class OpenAIWhisperTiny:
 
         out = self.model.transcribe(samples.astype(np.float32), language="en", word_timestamps=True,
                                     condition_on_previous_text=False, fp16=False, verbose=None)
-        words = [Word(w["word"].strip(), float(w["start"]), max(float(w["end"] - w["start"]), 0.0))
+        words = [Word(w["word"].strip(), float(w["start"]), max(float(w["end"] - w["start"]), 0.0),
+                      float(w["probability"]) if w.get("probability") is not None else None)
                  for seg in out["segments"] for w in seg.get("words", [])]
         return clean_words(words)
