@@ -56,8 +56,9 @@ def main() -> int:
     else:
         from tinytribe.eval.ridge import RidgeConfig, fit_predict
 
-        train = [i for i in study.split("train") if study.runs[i].subject == "sub-01"]
-        test = [i for i in runs if study.runs[i].subject == "sub-01"]
+        tr_sel = study.split("train")
+        train = tr_sel.subset(i for i in tr_sel if study.runs[i].subject == "sub-01")
+        test = runs.subset(i for i in runs if study.runs[i].subject == "sub-01")
         out = {}
         accel = "torch_cuda" if dev == "cuda" else "torch"
         for backend in ("numpy", accel):

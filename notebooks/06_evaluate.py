@@ -146,9 +146,10 @@ if has_surface(space):
     fig = plot_surface_maps({f"ridge: R² from {b}": surface(v) for b, v in modality.items()}, vmin=0.0, cmap="viridis")
 else:
     print(f"no surface maps: {space} has no mesh; per ROI, the held-out variance each ridge band explains (split R²):")
-    print(f"{'ROI':<24}" + "".join(f"{b:>16}" for b in modality))
+    w = max(len(r) for r in rois) + 2
+    print(f"{'ROI':<{w}}" + "".join(f"{b:>16}" for b in modality))
     for roi, mask in rois.items():
-        print(f"{roi:<24}" + "".join(f"{ev.mean(v, mask):>16.3f}" for v in modality.values()))
+        print(f"{roi:<{w}}" + "".join(f"{ev.mean(v, mask):>16.3f}" for v in modality.values()))
 if model is not None:
     student_maps = E.student_modality_maps(study, runs, model, predictions["student"], device=device)
     if has_surface(space):

@@ -492,12 +492,12 @@ class StudyStimulus:
     duration_s: float
     features: str
     teacher: list[str] = field(default_factory=list)
-    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    modalities: list[str] | None = None  # None: those its feature cache has content for
     words: str | None = None
     media: str | None = None
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.modalities if m not in MODALITIES]
+        unknown = [m for m in self.modalities or () if m not in MODALITIES]
         if unknown:
             raise ValueError(f"unknown modality {unknown[0]!r} (known: {', '.join(MODALITIES)})")
 
@@ -512,7 +512,8 @@ class SplitRange:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.start_s) and math.isfinite(self.end_s)) or self.end_s <= self.start_s:
-            raise ValueError(f"split range of {self.stimulus!r}: needs start_s < end_s, got {self.start_s}..{self.end_s}")
+            raise ValueError(f"split range of {self.stimulus!r}: needs finite start_s < end_s, got "
+                             f"{self.start_s}..{self.end_s}")
 
     def __str__(self) -> str:
         return f"{self.stimulus}[{self.start_s:g}, {self.end_s:g}) s"
@@ -571,8 +572,9 @@ class Study:
     """A study folder: stimuli, subjects, fMRI runs, splits (``study.json``).
 
     A split lists parts: stimulus ids (every run of the stimulus) or :class:`SplitRange` time ranges
-    of a stimulus. Splits must be disjoint: an overlap is refused, naming both parts. ``output_names``
-    names the outputs of the space (recommended for ``custom:N``: the ROIs of ROI time courses).
+    of a stimulus. Splits must be disjoint: two parts of different splits whose time spans overlap
+    (a whole stimulus spans all of its time) are refused, naming both. ``output_names`` names the
+    outputs of the space (recommended for ``custom:N``: the ROIs of ROI time courses).
     """
 
     name: str
@@ -615,8 +617,8 @@ class Study:
         return space_size(self.space)
 
     def save(self, root: str | Path) -> Path:
-        self.format_version = STUDY_VERSION
-        return atomic_write_json(Path(root) / "study.json", to_dict(self))
+        """Write ``study.json`` (always in the current version, whatever version it was read from)."""
+        return atomic_write_json(Path(root) / "study.json", to_dict(self) | {"format_version": STUDY_VERSION})
 
     @classmethod
     def load(cls, root: str | Path) -> "Study":
@@ -630,7 +632,8 @@ class Study:
 
 
 def check_disjoint(splits: dict[str, list[SplitPart]]) -> None:
-    """Refuse two splits that share BOLD samples, naming both parts.
+    """Refuse two splits whose parts overlap in time (a whole stimulus spans all of it), naming both.
+    The check is on time spans, not samples: ranges that merely touch a TR's interval are refused too.
 
     Raises:
         ValueError: ``splits 'train' and 'test' overlap: story[0, 240) s and story[200, 300) s``.

@@ -55,7 +55,7 @@ def test_bad_split_parts_name_the_key(story_copy):
     with pytest.raises(StudyError, match=r"splits.test\[0\]: unknown key 'start'"):
         load_study(story_copy)
     _edit(story_copy, lambda d: d["splits"]["test"].__setitem__(0, {"stimulus": "story", "start_s": 5.0, "end_s": 2.0}))
-    with pytest.raises(StudyError, match="needs start_s < end_s"):
+    with pytest.raises(StudyError, match="needs finite start_s < end_s"):
         load_study(story_copy)
     _edit(story_copy, lambda d: d["splits"]["test"].__setitem__(0, {"stimulus": "tale", "start_s": 0.0, "end_s": 2.0}))
     with pytest.raises(StudyError, match="split 'test' names unknown stimulus 'tale'"):
@@ -108,3 +108,26 @@ def test_version_1_study_files_load_unchanged(broken_copy):
     _edit(broken_copy, lambda d: d.__setitem__("format_version", 3))
     with pytest.raises(StudyError, match="study format_version 3 is not supported"):
         load_study(broken_copy)
+
+
+def test_a_version_1_study_without_modalities_takes_them_from_its_caches(story_copy):
+    """Version 1 had no `modalities` default problem to speak of: absent, they are the modalities the
+    feature cache has content for (here a text-only cache), not all three."""
+    def to_v1(d):
+        d["format_version"] = 1
+        d.pop("output_names")
+        st = d["stimuli"]["story"]
+        for k in ("modalities", "words", "media"):
+            st.pop(k)
+
+    _edit(story_copy, to_v1)
+    s = load_study(story_copy)
+    assert s.stimuli["story"].modalities == ["text"] and s.study.stimuli["story"].modalities is None
+
+
+def test_a_time_range_that_holds_no_sample_is_reported(story_copy):
+    _edit(story_copy, lambda d: d["splits"].__setitem__("val", [{"stimulus": "story", "start_s": 500.0,
+                                                                 "end_s": 600.0}]))
+    with pytest.warns(UserWarning, match=r"split 'val' part story\[500, 600\) s holds no BOLD sample of any run"):
+        s = load_study(story_copy)
+    assert len(s.split("val")) == 0

@@ -173,3 +173,17 @@ def test_load_study_detrends_before_zscoring(story_study):
     assert not np.allclose(load_study(story_study).runs[0].fmri, s.runs[0].fmri, atol=1e-3)
     with pytest.raises(ValueError, match="detrend must be None, 'linear', 'polynomial' or 'cosine', got 'quadratic'"):
         load_study(story_study, detrend="quadratic")
+
+
+def test_cosine_detrending_keeps_the_full_grid_when_edge_trs_were_dropped():
+    from nilearn.signal import create_cosine_drift
+
+    from tinytribe.data.study import drift_regressors
+
+    t = np.arange(120) * 2.0
+    full = create_cosine_drift(0.01, t)                       # nilearn: cosines times sqrt(2 / n), then the constant
+    scale = np.r_[np.full(full.shape[1] - 1, np.sqrt(2 / 120)), 1.0]
+    kept = drift_regressors(t[3:], "cosine", high_pass_hz=0.01, tr_s=2.0, grid=(0.0, 120))
+    np.testing.assert_allclose(kept * scale, full[3:], atol=1e-12)
+    shrunk = drift_regressors(t[3:], "cosine", high_pass_hz=0.01, tr_s=2.0)   # the grid the kept TRs span
+    assert shrunk.shape != kept.shape or not np.allclose(shrunk * scale, full[3:], atol=1e-3)

@@ -229,3 +229,33 @@ def test_rois_and_tables_for_parcel_and_custom_spaces(tmp_path):
     assert len(read) == 400 and read[0]["parcel"] == "7Networks_LH_Vis_1" and set(read[0]) == {"parcel", "ridge", "ceiling"}
     assert float(read[5]["ceiling"]) == pytest.approx(np.sqrt(rel[:, 5].mean()), abs=1e-4)
     assert rows[5]["ridge"] == pytest.approx(ev.r["ridge"][:, 5].mean())
+
+
+def test_the_ceiling_pairs_repeats_by_time_when_trs_were_dropped(story_copy):
+    """Two repeats that lost different TRs have the same length but are shifted: the ceiling uses the
+    sample times both have, not positions."""
+    import warnings
+
+    from scipy.stats import pearsonr
+
+    for rep, trs in ((0, [170, 171, 172]), (1, [175, 176, 177])):
+        path = story_copy / f"fmri/sub-01/story_rep-{rep}.npy"
+        y = np.load(path)
+        y[trs, 2] = np.nan
+        np.save(path, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        s = load_study(story_copy, nan_policy="drop")
+    test = s.split("test")
+    a, b = [i for i in test if s.runs[i].subject == "sub-01"]
+    ev = E.score(s, test, {"zero": {i: (np.random.default_rng(i).standard_normal(s.runs[i].fmri.shape).astype(np.float32),
+                                        np.ones(s.runs[i].fmri.shape[0], bool)) for i in test}})
+    assert (ev.n_samples, ev.n_samples_max) == (33, 36) and "33-36 TRs per presentation" in ev.table()
+    ta, tb = s.runs[a].bold_times_s, s.runs[b].bold_times_s
+    both = np.intersect1d(ta[test.mask(a)], tb[test.mask(b)])
+    ya = s.runs[a].fmri[np.isin(ta, both)].astype(np.float64)
+    yb = s.runs[b].fmri[np.isin(tb, both)].astype(np.float64)
+    assert len(both) == 30
+    expected = [pearsonr(ya[:, k], yb[:, k])[0] for k in range(6)]
+    np.testing.assert_allclose(ev.reliability[0], expected, atol=1e-9)
+    np.testing.assert_allclose(s.repeats("sub-01", test)[:, :, 0], np.stack([ya[:, 0], yb[:, 0]]), atol=1e-6)

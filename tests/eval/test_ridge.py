@@ -142,3 +142,57 @@ def test_word_rate_from_the_feature_cache_matches_the_transcript_band(story, sto
     b = fit_predict(no_words, no_words.split("train"), no_words.split("test"), config)
     for i in a.predictions:
         np.testing.assert_allclose(b.predictions[i], a.predictions[i], rtol=1e-6, atol=1e-8)
+
+
+def _drop_trs(root, run_file, trs):
+    y = np.load(root / run_file)
+    y[trs, 0] = np.nan
+    np.save(root / run_file, y)
+
+
+def test_dropped_trs_keep_lags_in_whole_trs(story_copy):
+    """After nan_policy="drop", lag d of a row still holds the band d TRs (not d rows) earlier."""
+    import warnings
+
+    _drop_trs(story_copy, "fmri/sub-01/story_rep-0.npy", [100, 101, 102])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        s = load_study(story_copy, nan_policy="drop")
+    run = s.runs[0]
+    assert run.fmri.shape[0] == 181 and 206.0 in run.bold_times_s
+    X, _ = Designs(s, ("word_rate",), 10.0).matrix(0)
+    rate = Designs(s, ("word_rate",), 10.0).band_values(0, np.arange(184) * 2.0)["word_rate"][:, 0]  # full grid
+    row = int(np.flatnonzero(run.bold_times_s == 206.0)[0])
+    np.testing.assert_array_equal(X[row], [rate[103 - d] for d in range(6)])
+
+
+def test_training_on_the_test_samples_is_refused(story):
+    with pytest.raises(ValueError, match=r"ridge: training and test samples overlap: 36 test samples of "
+                                         r"sub-01/story \(from 296 s\)"):
+        fit_predict(story, story.select(["story"]), story.split("test"), RidgeConfig(n_iter=2))
+
+
+def test_chunked_and_mixed_tr_fits(story, story_copy):
+    """Fitting subjects in chunks (max_fit_bytes) changes nothing; a subject scanned at another TR is fitted
+    on its own grid, and the pooled fit makes one model per TR."""
+    import json
+
+    train, test = story.split("train"), story.split("test")
+    config = dict(bands=("word_rate",), n_iter=3, backend="numpy")
+    whole = fit_predict(story, train, test, RidgeConfig(**config))
+    chunked = fit_predict(story, train, test, RidgeConfig(**config, max_fit_bytes=1.0))   # one subject per fit
+    for i in whole.predictions:
+        np.testing.assert_allclose(chunked.predictions[i], whole.predictions[i], rtol=1e-6, atol=1e-8)
+
+    data = json.loads((story_copy / "study.json").read_text())
+    for r in data["runs"]:
+        if r["subject"] == "sub-01":
+            r["tr_s"] = 1.9
+    (story_copy / "study.json").write_text(json.dumps(data))
+    mixed = load_study(story_copy)
+    res = fit_predict(mixed, mixed.split("train"), mixed.split("test"), RidgeConfig(**config))
+    assert set(res.predictions) == set(mixed.split("test"))
+    i = next(i for i in mixed.split("test") if mixed.runs[i].subject == "sub-02")
+    np.testing.assert_allclose(res.predictions[i], whole.predictions[i], rtol=1e-6, atol=1e-8)  # others unchanged
+    pooled = fit_predict(mixed, mixed.split("train"), mixed.split("test"), RidgeConfig(**config, pooling="mean"))
+    assert set(pooled.predictions) == set(mixed.split("test"))

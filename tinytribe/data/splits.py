@@ -20,15 +20,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinytribe.formats import SplitPart, SplitRange
 
+if TYPE_CHECKING:
+    from tinytribe.data.study import LoadedStudy
+
 EPS = 1e-6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Selection:
     """BOLD samples of a study's runs: ``masks[run index]`` is a (n_TR,) bool mask, True = selected.
 
@@ -56,8 +60,13 @@ class Selection:
     def n_samples(self) -> int:
         return int(sum(m.sum() for m in self.masks.values()))
 
+    def subset(self, runs: Iterable[int]) -> "Selection":
+        """The same samples of only these runs (e.g. one subject's: ``sel.subset(i for i in sel if ...)``)."""
+        keep = set(runs)
+        return Selection({i: m for i, m in self.masks.items() if i in keep})
 
-def as_selection(study, runs: "Selection | Iterable[int] | None") -> Selection:
+
+def as_selection(study: "LoadedStudy", runs: "Selection | Iterable[int] | None") -> Selection:
     """A :class:`Selection` from a selection (unchanged), run indices (whole runs) or None (every run)."""
     if isinstance(runs, Selection):
         return runs
@@ -77,7 +86,7 @@ def sample_mask(parts: list[SplitPart], stimulus: str, bold_times_s: np.ndarray)
     return keep
 
 
-def resolve(study, parts: list[SplitPart]) -> Selection:
+def resolve(study: "LoadedStudy", parts: list[SplitPart]) -> Selection:
     """The samples of ``study``'s loaded runs that ``parts`` select."""
     masks = {}
     for i, run in enumerate(study.runs):
@@ -87,7 +96,7 @@ def resolve(study, parts: list[SplitPart]) -> Selection:
     return Selection(masks)
 
 
-def time_folds(study, k: int = 5, *, gap_s: float | None = None, stimuli: list[str] | None = None
+def time_folds(study: "LoadedStudy", k: int = 5, *, gap_s: float | None = None, stimuli: list[str] | None = None
                ) -> list[dict[str, list[SplitPart]]]:
     """``k`` contiguous folds over time: fold ``f`` tests the ``f``-th of ``k`` equal parts of every
     stimulus and trains on the rest, leaving ``gap_s`` out on each side of the test part.

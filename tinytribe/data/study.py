@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from tinytribe.data.splits import Selection, as_selection, resolve
-from tinytribe.formats import FeatureCache, FormatError, SplitPart, Study, TeacherChunk
+from tinytribe.formats import MODALITIES, FeatureCache, FormatError, SplitPart, Study, TeacherChunk
 
 
 class StudyError(ValueError):
@@ -101,19 +101,37 @@ class LoadedStudy:
         return out
 
     def repeats(self, subject: str, runs: Selection | list[int]) -> np.ndarray:
-        """(R, T, V): each presentation's selected samples concatenated in stimulus order, for noise ceilings.
+        """(R, T, V): each presentation's selected samples concatenated in stimulus order and aligned in
+        time (only the BOLD times every presentation has), for noise ceilings.
 
         Raises:
-            StudyError: fewer than two presentations, or presentations of different stimuli or samples.
+            StudyError: fewer than two presentations, presentations of different stimuli, or no sample
+                time that all of them share.
         """
         sel = as_selection(self, runs)
-        groups = self.presentations(subject, sel)
-        stimuli = {tuple(self.runs[i].stimulus for i in g) for g in groups.values()}
-        data = [np.concatenate([self.runs[i].fmri[sel.mask(i)] for i in g]) for _, g in sorted(groups.items())]
-        if len(groups) < 2 or len(stimuli) != 1 or len({d.shape for d in data}) != 1:
+        groups = [g for _, g in sorted(self.presentations(subject, sel).items())]
+        stimuli = {tuple(self.runs[i].stimulus for i in g) for g in groups}
+        if len(groups) < 2 or len(stimuli) != 1:
             raise StudyError(f"{self.root}: {subject} has {len(groups)} presentations of "
                              f"{len(stimuli)} different stimulus lists among these runs; need 2+ of the same")
-        return np.stack(data)
+        masks = self.common_samples(groups, sel.masks)
+        if not any(m.any() for m in masks.values()):
+            raise StudyError(f"{self.root}: the presentations of {subject} share no BOLD sample time")
+        return np.stack([np.concatenate([self.runs[i].fmri[masks[i]] for i in g]) for g in groups])
+
+    def common_samples(self, groups: list[list[int]], masks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Masks (within ``masks``) of the samples whose stimulus and BOLD time (to the millisecond) every
+        group of runs has, so that the groups' samples, concatenated run by run, line up in time."""
+        def keys(i: int, m: np.ndarray) -> set[tuple[str, int]]:
+            return {(self.runs[i].stimulus, int(k)) for k in np.round(self.runs[i].bold_times_s[m] * 1e3)}
+
+        shared = set.intersection(*[set().union(*[keys(i, masks[i]) for i in g]) for g in groups])
+        out = {}
+        for g in groups:
+            for i in g:
+                ms = np.round(self.runs[i].bold_times_s * 1e3).astype(np.int64)
+                out[i] = masks[i] & np.array([(self.runs[i].stimulus, int(k)) in shared for k in ms], bool)
+        return out
 
 
 def _bad_values(a: np.ndarray, where: str, cortex: np.ndarray) -> str | None:
@@ -147,13 +165,14 @@ Detrend = Literal["linear", "polynomial", "cosine"]
 
 
 def drift_regressors(times_s: np.ndarray, kind: Detrend, *, order: int = 2, high_pass_hz: float = 0.01,
-                     tr_s: float | None = None) -> np.ndarray:
+                     tr_s: float | None = None, grid: tuple[float, int] | None = None) -> np.ndarray:
     """(n, K) drift regressors of one run, a constant among them (nilearn's ``drift_model`` conventions).
 
     - ``linear``: constant and time; ``polynomial``: powers of time up to ``order``;
-    - ``cosine``: the DCT-II basis of periods longer than ``1 / high_pass_hz``: ``K - 1 =
-      floor(2 n dt high_pass_hz)`` cosines ``cos(pi k (t - t_0 + dt / 2) / (n dt))`` with ``dt`` the TR,
-      so a run with dropped TRs keeps the basis of its full grid.
+    - ``cosine``: the DCT-II basis of periods longer than ``1 / high_pass_hz`` on the run's full grid
+      of ``n`` samples from ``t_0`` every ``dt`` (the TR): ``K - 1 = floor(2 n dt high_pass_hz)`` cosines
+      ``cos(pi k (t - t_0 + dt / 2) / (n dt))``. ``grid = (t_0, n)`` is the full grid of a run whose
+      TRs were dropped (default: the span of ``times_s``), so it keeps the basis it had.
     """
     t = np.asarray(times_s, np.float64)
     n = t.shape[0]
@@ -166,10 +185,10 @@ def drift_regressors(times_s: np.ndarray, kind: Detrend, *, order: int = 2, high
         if high_pass_hz <= 0:
             raise ValueError(f"cosine detrending needs high_pass_hz > 0, got {high_pass_hz}")
         dt = tr_s if tr_s else (t[-1] - t[0]) / max(n - 1, 1)
-        n_grid = int(round((t[-1] - t[0]) / dt)) + 1
+        t_first, n_grid = grid if grid is not None else (t[0], int(round((t[-1] - t[0]) / dt)) + 1)
         order = min(n_grid - 1, int(np.floor(2 * n_grid * high_pass_hz * dt)))
         k = np.arange(1, order + 1)
-        cos = np.cos(np.pi * np.outer(t - t[0] + dt / 2, k) / (n_grid * dt))
+        cos = np.cos(np.pi * np.outer(t - t_first + dt / 2, k) / (n_grid * dt))
         return np.column_stack([cos, np.ones(n)])
     raise ValueError(f"detrend must be 'linear', 'polynomial' or 'cosine', got {kind!r}")
 
@@ -234,7 +253,9 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
             fc = FeatureCache.load(fpath)
         except FormatError as e:
             raise StudyError(str(e).splitlines()[0]) from None
-        lacking = [m for m in st.modalities if m not in fc.features]
+        modalities = st.modalities if st.modalities is not None else [m for m in MODALITIES if m in fc.features
+                                                                      and fc.masks[m].any()]
+        lacking = [m for m in modalities if m not in fc.features]
         if lacking:
             raise StudyError(f"{fpath}: no {lacking[0]} features, but study.json lists {lacking[0]!r} among the "
                              f"modalities of {sid!r} (re-extract, or list only {', '.join(fc.features)})")
@@ -252,7 +273,7 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
                 except FormatError as e:
                     raise StudyError(str(e).splitlines()[0]) from None
             tc = stitch_chunks(chunks)
-        stimuli[sid] = StimulusData(sid, st.duration_s, fc, list(st.modalities), tc)
+        stimuli[sid] = StimulusData(sid, st.duration_s, fc, modalities, tc)
 
     runs: list[RunData] = []
     for r in study.runs:
@@ -282,6 +303,7 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
         if times.size > 1 and not np.all(np.diff(times) > 0):
             raise StudyError(f"{path}: BOLD times do not increase")
         tr = r.tr_s if r.tr_s else float(np.median(np.diff(times)))
+        full_grid = (float(times[0]), int(times.size))
         problem = _bad_values(a, str(path), cortex)
         if problem:
             if nan_policy == "error":
@@ -301,12 +323,18 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
                              f"lasts {duration:.1f} s: {abs(end - duration):.1f} s {how}, beyond the "
                              f"{length_tolerance_s:g} s tolerance")
         if detrend:
-            a = detrend_run(a, times, detrend, order=detrend_order, high_pass_hz=high_pass_hz, tr_s=tr)
-        if zscore:
+            a = detrend_run(a, times, detrend, order=detrend_order, high_pass_hz=high_pass_hz, tr_s=tr, grid=full_grid)
+        if zscore:  # over the whole run, held-out parts included (common practice; each run is its own scale)
             a = zscore_runs(a)
         a[:, medial] = 0.0
         runs.append(RunData(r.subject, study.subjects.index(r.subject), r.stimulus, r.repeat, a, times, tr, path))
     for s in subjects or study.subjects:
         if not any(run.subject == s for run in runs):
             warn(f"{root}: subject {s} has no run left")
-    return LoadedStudy(root, study, runs, stimuli, medial, notes)
+    loaded = LoadedStudy(root, study, runs, stimuli, medial, notes)
+    for name, parts in study.splits.items():   # a time range that holds no sample is a typo, not a split
+        for part in parts:
+            sid = part if isinstance(part, str) else part.stimulus
+            if not isinstance(part, str) and any(r.stimulus == sid for r in runs) and not len(loaded.select([part])):
+                warn(f"{root / 'study.json'}: split {name!r} part {part} holds no BOLD sample of any run")
+    return loaded

@@ -135,6 +135,7 @@ class Evaluation:
     agreement: dict[str, np.ndarray] = field(default_factory=dict)
     reference: dict[str, np.ndarray] = field(default_factory=dict)
     output_names: list[str] | None = None
+    n_samples_max: int | None = None   # when presentations differ in samples scored (dropped TRs): the most
     extra: dict = field(default_factory=dict)
 
     def mean(self, values: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -180,10 +181,11 @@ class Evaluation:
         return [] if c is None else [self.mean(c[s][None]) for s in range(len(self.subjects))]
 
     def roi_table(self, rois: dict[str, np.ndarray]) -> list[dict]:
+        """Per ROI: its outputs in cortex, each model's and reference's mean r, and the pooled ceiling."""
         rows = []
         for roi, mask in rois.items():
             row = {"roi": roi, "vertices": int((mask & self.cortex).sum())}
-            for name, r in self.r.items():
+            for name, r in [*self.r.items(), *self.reference.items()]:
                 row[name] = self.mean(r, mask)
             if self.reliability is not None:
                 row["ceiling"] = self.ceiling_mean(mask)
@@ -191,14 +193,19 @@ class Evaluation:
         return rows
 
     def table(self, rois: dict[str, np.ndarray] | None = None) -> str:
+        """The scores as aligned text: models (and references) with mean r and r / ceiling, the pooled and
+        per-subject ceilings, agreement with the teacher, and an ROI table when ``rois`` are given."""
         ceil = self.ceiling_mean()
-        lines = [f"{self.study}: {len(self.subjects)} subjects, {len(self.stimuli)} held-out stimuli, "
-                 f"{self.n_samples} TRs per presentation scored, in {self.space}; ceiling: {self.ceiling_kind}"]
-        names = list(self.r) + [f"{n} (reference)" for n in self.reference]
-        w = max([len(n) for n in names] + [len("ceiling (pooled)")]) + 2
+        held = f"{len(self.stimuli)} held-out {'stimulus' if len(self.stimuli) == 1 else 'stimuli'}"
+        n = f"{self.n_samples}" if self.n_samples_max in (None, self.n_samples) else f"{self.n_samples}-{self.n_samples_max}"
+        lines = [f"{self.study}: {len(self.subjects)} subjects, {held}, {n} TRs per presentation scored, in "
+                 f"{self.space}; ceiling: {self.ceiling_kind}"]
+        rows = [*self.r.items(), *((f"{k} (reference)", v) for k, v in self.reference.items())]
+        w = max([len(k) for k, _ in rows] + [len("ceiling (pooled)")]) + 2
         lines.append(f"{'model':<{w}}{'mean r':>9}{'r / ceiling':>13}")
-        for name, r in [*self.r.items(), *((f"{n} (reference)", v) for n, v in self.reference.items())]:
-            lines.append(f"{name:<{w}}{self.mean(r):>9.3f}{self.mean(r) / ceil:>13.2f}")
+        for name, r in rows:
+            rel = f"{self.mean(r) / ceil:>13.2f}" if self.reliability is not None else f"{'-':>13}"
+            lines.append(f"{name:<{w}}{self.mean(r):>9.3f}{rel}")
         if self.reliability is not None:
             lines.append(f"{'ceiling (pooled)':<{w}}{ceil:>9.3f}")
             lines.append("ceiling per subject: " + ", ".join(f"{s} {c:.3f}" for s, c in
@@ -206,7 +213,7 @@ class Evaluation:
         for name, a in self.agreement.items():
             lines.append(f"{name}: r with the teacher {self.mean(a):.3f}")
         if rois:
-            cols = list(self.r) + (["ceiling"] if self.reliability is not None else [])
+            cols = list(self.r) + list(self.reference) + (["ceiling"] if self.reliability is not None else [])
             widths = [max(len(c) + 2, 9) for c in cols]
             rw = max([len(r) for r in rois] + [3]) + 2
             lines.append("")
@@ -226,7 +233,8 @@ class Evaluation:
                     "mean_r_by_subject": [self.mean(x[None]) for x in r]}
 
         data = {"study": self.study, "space": self.space, "subjects": self.subjects, "stimuli": self.stimuli,
-                "n_samples": self.n_samples, "ceiling_kind": self.ceiling_kind, "ceiling_mean": ceil,
+                "n_samples": self.n_samples, "n_samples_max": self.n_samples_max or self.n_samples,
+                "ceiling_kind": self.ceiling_kind, "ceiling_mean": ceil,
                 "ceiling_convention": CEILING_CONVENTION, "ceiling_by_subject": self.ceiling_by_subject(),
                 "models": {n: summary(r) for n, r in self.r.items()},
                 "reference": {n: summary(r) for n, r in self.reference.items()},
@@ -275,11 +283,11 @@ def _score(study: LoadedStudy, sel: Selection, predictions: dict[str, Prediction
     reliability = np.full((len(subjects), V), np.nan)
     repeated_any = False
     first_presentations = []
-    n_samples = 0
+    counts = []
     for si, s in enumerate(subjects):
         groups = study.presentations(s, runs)
         data = {k: np.concatenate([study.runs[i].fmri[valid[i]] for i in g]) for k, g in groups.items()}
-        n_samples = n_samples or data[min(groups)].shape[0]
+        counts += [d.shape[0] for d in data.values()]
         for name, p in predictions.items():
             pk = {k: np.concatenate([p[i][0][valid[i]] for i in g]) for k, g in groups.items()}
             r[name][si] = np.nanmean([pearson_r(pk[k], data[k]) for k in groups], axis=0)
@@ -287,24 +295,32 @@ def _score(study: LoadedStudy, sel: Selection, predictions: dict[str, Prediction
                 tk = {k: np.concatenate([predictions[teacher_name][i][0][valid[i]] for i in g]) for k, g in groups.items()}
                 agreement[name][si] = np.nanmean([pearson_r(pk[k], tk[k]) for k in groups], axis=0)
         stim_lists = {tuple(study.runs[i].stimulus for i in g) for g in groups.values()}
-        if len(groups) >= 2 and len(stim_lists) == 1 and len({d.shape for d in data.values()}) == 1:
-            reliability[si] = split_half_reliability(np.stack([data[k] for k in sorted(groups)]))
-            repeated_any = True
-        first_presentations.append(data[min(groups)])
+        if len(groups) >= 2 and len(stim_lists) == 1:   # the ceiling on the sample times every presentation has
+            order = [g for _, g in sorted(groups.items())]
+            common = study.common_samples(order, valid)
+            if sum(common[i].sum() for i in order[0]) >= 3:
+                reliability[si] = split_half_reliability(np.stack([np.concatenate([study.runs[i].fmri[common[i]]
+                                                                                   for i in g]) for g in order]))
+                repeated_any = True
+        first_presentations.append(groups[min(groups)])
     kind = "split-half reliability of repeated presentations, Spearman-Brown to one run, pooled over subjects (sqrt)"
     reference = {}
     if not repeated_any:
         reliability = None
         kind = "none (no repeated presentations)"
-        if len(subjects) >= 2 and len({d.shape for d in first_presentations}) == 1:
-            reference["inter-subject"] = inter_subject_predictivity(np.stack(first_presentations))
-            kind += "; 'inter-subject' is each subject against the mean of the others, a reference"
+        stim_lists = {tuple(study.runs[i].stimulus for i in g) for g in first_presentations}
+        if len(subjects) >= 2 and len(stim_lists) == 1:   # subjects aligned on the sample times all of them have
+            common = study.common_samples(first_presentations, valid)
+            if sum(common[i].sum() for i in first_presentations[0]) >= 3:
+                reference["inter-subject"] = inter_subject_predictivity(np.stack(
+                    [np.concatenate([study.runs[i].fmri[common[i]] for i in g]) for g in first_presentations]))
+                kind += "; 'inter-subject' is each subject against the mean of the others, a reference"
     cortex = study.cortex
     for arr in [*r.values(), *agreement.values(), *reference.values()] + ([reliability] if reliability is not None else []):
         arr[:, ~cortex] = np.nan
     stimuli = sorted({study.runs[i].stimulus for i in runs})
-    return Evaluation(study.study.name, study.study.space, subjects, stimuli, int(n_samples), cortex, r, reliability,
-                      kind, agreement, reference, study.study.output_names)
+    return Evaluation(study.study.name, study.study.space, subjects, stimuli, int(min(counts)), cortex, r, reliability,
+                      kind, agreement, reference, study.study.output_names, n_samples_max=int(max(counts)))
 
 
 def save_maps(ev: Evaluation, path: str | Path) -> Path:

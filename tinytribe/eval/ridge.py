@@ -20,16 +20,21 @@ Fits:
   stimuli on the same grids share one design matrix and one kernel computation; their targets are
   fitted side by side (the random search treats every target on its own, so this equals separate fits).
 - ``pooling="mean"``: one model on the group mean of the training runs (every subject and repeat of a
-  stimulus averaged), predicting every subject's test runs. On stimuli every subject saw this is the
-  least-squares fit to the stacked subjects too (the stacked loss is the mean's loss plus a constant).
+  stimulus averaged; one per TR when runs differ in TR), predicting every subject's test runs. On
+  stimuli every subject saw, the stacked subjects' squared loss is S times the mean's plus a constant,
+  so the mean's fit is the stacked fit at an S-times larger penalty (cross-validation then chooses
+  penalties on the mean, not on single subjects).
 
 Cross-validation leaves stimuli out; when there are fewer training stimuli than folds, contiguous
-blocks of each stimulus's samples are the groups. It runs on the GPU (``torch_cuda``) when one exists.
+blocks of each stimulus's samples are the groups. Training and test samples of one stimulus at the same
+time are refused (:func:`check_no_overlap`). Memory: ``max_fit_bytes`` bounds the targets fitted at once;
+the kernels add ``n_bands * n_train^2`` doubles. It runs on the GPU (``torch_cuda``) when one exists.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -74,13 +79,13 @@ def delays_for(tr_s: float, max_delay_s: float) -> list[int]:
     return list(range(int(np.floor(max_delay_s / tr_s + 1e-9)) + 1))
 
 
-def default_bands(study: LoadedStudy, runs) -> tuple[str, ...]:
+def default_bands(study: LoadedStudy, runs: Iterable[int]) -> tuple[str, ...]:
     """The modalities any stimulus of ``runs`` has (in ``MODALITIES`` order)."""
     have = {m for i in runs for m in study.stimuli[study.runs[i].stimulus].modalities}
     return tuple(m for m in MODALITIES if m in have)
 
 
-def band_problems(study: LoadedStudy, runs, bands) -> dict[str, str]:
+def band_problems(study: LoadedStudy, runs: Iterable[int], bands: Iterable[str]) -> dict[str, str]:
     """Why each band in ``bands`` cannot be made for ``runs`` (bands that can are absent)."""
     out = {}
     stimuli = sorted({study.runs[i].stimulus for i in runs})
@@ -133,65 +138,80 @@ class Designs:
         run = self.study.runs[run_index]
         return run.stimulus, round(run.tr_s, 9), run.bold_times_s.tobytes()
 
-    def band_values(self, run_index: int) -> dict[str, np.ndarray]:
-        """Each band's values on the run's TR grid before delays: {band: (n_TR, D)} (0 without content)."""
+    def band_values(self, run_index: int, times_s: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Each band's values on the run's TR grid (or on samples at ``times_s``, each one TR long)
+        before delays: {band: (n, D)} (0 without content)."""
         run = self.study.runs[run_index]
+        tau = run.bold_times_s if times_s is None else np.asarray(times_s, np.float64)
         stim = self.study.stimuli[run.stimulus]
         fc = stim.features
-        w = overlap(fc.times(), 1.0 / fc.rate_hz, run.bold_times_s, run.tr_s) / run.tr_s  # (n_TR, T)
+        w = overlap(fc.times(), 1.0 / fc.rate_hz, tau, run.tr_s) / run.tr_s  # (n, T): share of each sample
         out = {}
         for band in self.bands:
             if band in MODALITIES:
                 if band in stim.modalities and band in fc.features:
                     out[band] = w @ (fc.features[band].astype(np.float64) * fc.masks[band][:, None])
                 else:
-                    out[band] = np.zeros((run.fmri.shape[0], self.dims[band]))
+                    out[band] = np.zeros((tau.size, self.dims[band]))
             elif band == "word_rate":
-                out[band] = self._word_rate(run)
+                out[band] = self._word_rate(run, tau)
             else:
-                out[band] = self._envelope(run)
+                out[band] = self._envelope(run, tau)
         return out
 
-    def _word_rate(self, run) -> np.ndarray:
+    def _word_rate(self, run, tau: np.ndarray) -> np.ndarray:
         from tinytribe.features.words import read_transcript
 
         spec = self.study.study.stimuli[run.stimulus]
-        if "text" not in spec.modalities:
-            return np.zeros((run.fmri.shape[0], 1))
+        if "text" not in self.study.stimuli[run.stimulus].modalities:
+            return np.zeros((tau.size, 1))
         if not spec.words:  # the word onsets the feature cache counted per step (from its transcript or ASR)
             fc = self.study.stimuli[run.stimulus].features
-            w = overlap(fc.times(), 1.0 / fc.rate_hz, run.bold_times_s, run.tr_s) * fc.rate_hz  # step share in TR
+            w = overlap(fc.times(), 1.0 / fc.rate_hz, tau, run.tr_s) * fc.rate_hz  # share of each step in the TR
             return (w @ fc.timing["word_onsets"].astype(np.float64) / run.tr_s)[:, None]
         onsets = np.array([w.onset for w in read_transcript(self.study.root / spec.words)])
-        lo = np.searchsorted(onsets, run.bold_times_s, side="left")
-        hi = np.searchsorted(onsets, run.bold_times_s + run.tr_s, side="left")
+        lo = np.searchsorted(onsets, tau, side="left")
+        hi = np.searchsorted(onsets, tau + run.tr_s, side="left")
         return ((hi - lo) / run.tr_s)[:, None].astype(np.float64)  # onsets in [tau, tau + TR), per second
 
-    def _envelope(self, run) -> np.ndarray:
+    def _envelope(self, run, tau: np.ndarray) -> np.ndarray:
         from tinytribe.features.decode import audio_rms
 
         spec = self.study.study.stimuli[run.stimulus]
-        if not spec.media or "audio" not in spec.modalities:
-            return np.zeros((run.fmri.shape[0], 1))
+        if not spec.media or "audio" not in self.study.stimuli[run.stimulus].modalities:
+            return np.zeros((tau.size, 1))
         if run.stimulus not in self._envelopes:
             rms = audio_rms(self.study.root / spec.media, 0.0, spec.duration_s, ENVELOPE_HZ)
             self._envelopes[run.stimulus] = np.nan_to_num(rms.astype(np.float64))
         rms = self._envelopes[run.stimulus]
-        w = overlap(np.arange(rms.size) / ENVELOPE_HZ, 1.0 / ENVELOPE_HZ, run.bold_times_s, run.tr_s) / run.tr_s
+        w = overlap(np.arange(rms.size) / ENVELOPE_HZ, 1.0 / ENVELOPE_HZ, tau, run.tr_s) / run.tr_s
         return (w @ rms)[:, None]
 
     def matrix(self, run_index: int) -> tuple[np.ndarray, list[slice]]:
-        """The delayed design matrix of one whole run, (n_TR, columns), and each band's column slice."""
+        """The delayed design matrix of one whole run, (n_TR, columns), and each band's column slice.
+
+        Delays are whole TRs of the run's nominal grid ``tau_0 + k TR``: a run whose TRs were dropped
+        (``nan_policy="drop"``) gets its design built on the full grid and then its kept rows, so that
+        lag d is always d TRs earlier."""
         run = self.study.runs[run_index]
         k = self.key(run_index)
         if k not in self._matrices:
             delays = delays_for(run.tr_s, self.max_delay_s)
-            values = self.band_values(run_index)
-            blocks = [delayed(values[b], delays) for b in self.bands]
+            tau = run.bold_times_s
+            rows = np.round((tau - tau[0]) / run.tr_s).astype(int)
+            grid = tau[0] + np.arange(rows[-1] + 1) * run.tr_s
+            if np.abs(grid[rows] - tau).max() > 0.25 * run.tr_s:   # not a TR grid: delay by samples
+                rows, grid = np.arange(tau.size), tau
+            values = self.band_values(run_index, grid)
+            blocks = [delayed(values[b], delays)[rows] for b in self.bands]
             edges = np.cumsum([0] + [b.shape[1] for b in blocks])
             self._matrices[k] = (np.concatenate(blocks, axis=1),
                                  [slice(int(a), int(b)) for a, b in zip(edges, edges[1:])])
         return self._matrices[k]
+
+    def clear(self) -> None:
+        """Forget the cached design matrices (they are rebuilt when asked for again)."""
+        self._matrices.clear()
 
 
 @contextlib.contextmanager
@@ -246,33 +266,65 @@ def _folds(groups: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.ndarra
 @dataclass
 class _Fit:
     """One design matrix and the targets fitted on it: ``targets[s]`` is subject ``s``'s (n, V) data
-    (or the group mean under the name ``"mean"``), ``rows`` the training runs behind the design."""
+    (or the group mean under the name ``"mean"``), ``rows`` the training runs behind the design, all
+    with TR ``tr_s``."""
 
     rows: list[int]
     targets: dict[str, np.ndarray]
+    tr_s: float
 
 
 def _fits(study: LoadedStudy, designs: Designs, train: Selection, subjects: list[str], pooling: str) -> list[_Fit]:
-    if pooling == "mean":
+    if pooling == "mean":   # one fit per TR, on the mean of the runs on each (stimulus, grid)
         by_key: dict[tuple, list[int]] = {}
         for i in train:
             by_key.setdefault((designs.key(i), train.mask(i).tobytes()), []).append(i)
-        rows = [g[0] for g in by_key.values()]
-        mean = np.concatenate([np.mean([study.runs[i].fmri[train.mask(i)] for i in g], axis=0)
-                               for g in by_key.values()])
-        return [_Fit(rows, {"mean": mean})]
+        fits = []
+        for tr in sorted({round(study.runs[i].tr_s, 6) for i in train}):
+            groups = [g for g in by_key.values() if round(study.runs[g[0]].tr_s, 6) == tr]
+            mean = np.concatenate([np.mean([study.runs[i].fmri[train.mask(i)] for i in g], axis=0) for g in groups])
+            fits.append(_Fit([g[0] for g in groups], {"mean": mean}, study.runs[groups[0][0]].tr_s))
+        return fits
     groups: dict[tuple, _Fit] = {}
     for s in subjects:
         rows = [i for i in train if study.runs[i].subject == s]
         if not rows:
             raise ValueError(f"ridge: subject {s} has test runs but no training run")
+        trs = sorted({round(study.runs[i].tr_s, 6) for i in rows})
+        if len(trs) > 1:
+            raise ValueError(f"ridge: {s}'s training runs have TRs {', '.join(f'{t:g}' for t in trs)} s; "
+                             f"fit each TR separately")
         sig = tuple((designs.key(i), train.mask(i).tobytes()) for i in rows)
-        fit = groups.setdefault(sig, _Fit(rows, {}))
+        fit = groups.setdefault(sig, _Fit(rows, {}, study.runs[rows[0]].tr_s))
         fit.targets[s] = np.concatenate([study.runs[i].fmri[train.mask(i)] for i in rows])
     return list(groups.values())
 
 
-def fit_predict(study: LoadedStudy, train_runs, test_runs, config: RidgeConfig | None = None) -> RidgeResult:
+def check_no_overlap(study: LoadedStudy, train: Selection, test: Selection) -> None:
+    """Refuse training and test samples of the same stimulus at the same time (any run, any subject):
+    a model fitted on them has seen the test stimulus's responses.
+
+    Raises:
+        ValueError: naming the stimulus, a test run and how many of its samples are in training.
+    """
+    def keys(i: int, mask: np.ndarray) -> set[int]:
+        return set(np.round(study.runs[i].bold_times_s[mask] * 1e3).astype(np.int64).tolist())
+
+    seen: dict[str, set[int]] = {}
+    for i in train:
+        seen.setdefault(study.runs[i].stimulus, set()).update(keys(i, train.mask(i)))
+    for i in test:
+        run = study.runs[i]
+        shared = keys(i, test.mask(i)) & seen.get(run.stimulus, set())
+        if shared:
+            raise ValueError(f"ridge: training and test samples overlap: {len(shared)} test samples of "
+                             f"{run.subject}/{run.stimulus} (from {min(shared) / 1e3:g} s) are at times the training "
+                             f"samples of {run.stimulus!r} cover; split by stimulus or by time "
+                             f"(tinytribe.data.splits)")
+
+
+def fit_predict(study: LoadedStudy, train_runs: Selection | Iterable[int], test_runs: Selection | Iterable[int],
+                config: RidgeConfig | None = None) -> RidgeResult:
     """Fit the banded ridge on the training samples and predict the test runs (whole runs: scoring
     takes the test samples).
 
@@ -287,10 +339,8 @@ def fit_predict(study: LoadedStudy, train_runs, test_runs, config: RidgeConfig |
     train, test = as_selection(study, train_runs), as_selection(study, test_runs)
     if not len(train):
         raise ValueError("ridge: no training samples")
+    check_no_overlap(study, train, test)
     bands = tuple(config.bands or default_bands(study, [*train, *test]))
-    trs = sorted({round(study.runs[i].tr_s, 6) for i in [*train, *test]})
-    if len(trs) > 1:
-        raise ValueError(f"ridge: runs have TRs {', '.join(f'{t:g}' for t in trs)} s; fit each TR separately")
     problems = band_problems(study, [*train, *test], bands)
     if problems:
         band, why = next(iter(problems.items()))
@@ -309,12 +359,20 @@ def fit_predict(study: LoadedStudy, train_runs, test_runs, config: RidgeConfig |
             kernelizer = ColumnKernelizer([(b, Kernelizer(kernel="linear"), sl) for b, sl in zip(bands, slices)])
             prep = make_pipeline(StandardScaler(with_mean=True, with_std=False), kernelizer)
             K = prep.fit_transform(X)
-            test_of = {name: [i for i in test if config.pooling == "mean" or study.runs[i].subject == name]
+            del X
+            designs.clear()                       # the training designs are in K now; test designs come next
+            test_of = {name: [i for i in test if (study.runs[i].subject == name if config.pooling == "subject"
+                                                  else round(study.runs[i].tr_s, 6) == round(fit.tr_s, 6))]
                        for name in fit.targets}
+            odd = [i for runs_ in test_of.values() for i in runs_ if abs(study.runs[i].tr_s - fit.tr_s) > 1e-6]
+            if odd:
+                r = study.runs[odd[0]]
+                raise ValueError(f"ridge: test run {r.subject}/{r.stimulus} has TR {r.tr_s:g} s, its training runs "
+                                 f"{fit.tr_s:g} s")
             kt_cache = {}
             names = list(fit.targets)
             V = study.study.n_outputs
-            per_chunk = max(1, int(config.max_fit_bytes // (8 * X.shape[0] * V)))
+            per_chunk = max(1, int(config.max_fit_bytes // (8 * K.shape[-1] * V)))
             for c in range(0, len(names), per_chunk):
                 chunk = names[c:c + per_chunk]
                 model = MultipleKernelRidgeCV(
@@ -334,6 +392,7 @@ def fit_predict(study: LoadedStudy, train_runs, test_runs, config: RidgeConfig |
                         preds[i] = full[:, cols].astype(np.float32)
                         splits[i] = split[:, :, cols].astype(np.float32)
                 kt_cache.clear()
+            designs.clear()
         missing = [i for i in test if i not in preds]
         if missing:
             raise ValueError(f"ridge: no prediction for run {missing[0]}")
