@@ -40,8 +40,8 @@ def test_lead_in_and_no_future_leakage(study):
     T = it["features"]["video"].shape[0]
     assert bold[0] - 8.0 - 0.5 < it["t0"] <= bold[0] - 8.0 + 1e-3        # 8 s of lead-in, on the 2 Hz grid
     assert abs(it["t0"] * 2 - round(it["t0"] * 2)) < 2e-3
-    assert it["t0"] + T / it["rate_hz"] <= t_end + 1e-3                  # no step ends after the window
-    assert it["t0"] + (T + 1) / it["rate_hz"] > t_end                    # ... and none that could is left out
+    assert it["t0"] + (T - 1) / it["rate_hz"] < t_end                    # every step starts inside the window
+    assert it["t0"] + T / it["rate_hz"] >= t_end - 1e-3                  # ... and the last TR is covered in full
     i0 = int(round(it["t0"] * 2))
     np.testing.assert_array_equal(it["features"]["video"], fc.features["video"][i0:i0 + T].astype(np.float32))
     # changing the stimulus after the window changes nothing in it

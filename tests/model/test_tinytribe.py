@@ -83,8 +83,8 @@ def test_causal_mode_sees_only_the_past(cfg):
     feats, avail, t0 = make_batch(cfg, B=2, T=20)
     tok, _, _ = model.encode(feats, avail, causal=True)
     changed = {m: x.clone() for m, x in feats.items()}
-    for m in changed:
-        changed[m][:, 12] += 3.0
+    for m in changed:  # random noise: a constant shift would be removed by the projectors' LayerNorm
+        changed[m][:, 12] += 3.0 * torch.randn_like(changed[m][:, 12])
     tok2, _, _ = model.encode(changed, avail, causal=True)
     torch.testing.assert_close(tok2[:, :12], tok[:, :12], rtol=0, atol=1e-6)
     assert not torch.allclose(tok2[:, 12], tok[:, 12])
@@ -100,8 +100,8 @@ def test_the_whole_model_is_causal_in_time(cfg):
     grid = {"g": TimeGrid.regular(t0, 15, 1.0)}
     ref = model(feats, avail, t0, grid, causal=True).responses["g"]
     changed = {m: x.clone() for m, x in feats.items()}
-    for m in changed:
-        changed[m][:, 20:] += 1.0  # stimulus change at t0 + 10 s
+    for m in changed:  # stimulus change at t0 + 10 s (noise: a constant would vanish in the LayerNorm)
+        changed[m][:, 20:] += torch.randn_like(changed[m][:, 20:])
     out = model(changed, avail, t0, grid, causal=True).responses["g"]
     torch.testing.assert_close(out[:, :10], ref[:, :10], rtol=0, atol=1e-5)
     assert not torch.allclose(out[:, 10:], ref[:, 10:])
@@ -161,6 +161,20 @@ def test_checkpoint_round_trip_rebuilds_the_model(tmp_path, cfg):
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(FormatError, match="bad.pt: weights do not match the saved config"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_adding_a_subject_to_a_frozen_model_trains_only_that_subject(cfg):
+    """The original subjects' FiLM tensors stay the same objects, and stay frozen."""
+    model = TinyTribe(cfg)
+    model.requires_grad_(False)
+    gamma = model.head.film.gamma
+    params = model.add_subjects(1)
+    assert model.head.film.gamma is gamma and not gamma.requires_grad
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * cfg.d_model
+    model.add_subjects(1)                                      # the first added subject joins the originals
+    assert not model.head.film.gamma.requires_grad and model.head.film.gamma.shape[0] == cfg.n_subjects + 1
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * cfg.d_model
+    assert params[0] is not model.head.film.gamma_new
 
 
 def test_new_subjects_start_average_and_train_alone(cfg):

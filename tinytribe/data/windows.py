@@ -3,7 +3,9 @@
 A window of TRs ``k0 .. k0 + N - 1`` of a run has BOLD samples at ``tau_k`` covering
 ``[tau_k, tau_k + TR)``. Its feature window runs from ``tau_k0 - lead_in_s`` (past features the HRF
 needs: 16 s by default, the length of the student's HRF filter) to the end of its last BOLD sample,
-``tau_last + TR`` -- only steps that end by then, so a non-causal model cannot peek at the future.
+``tau_last + TR`` -- the steps that start before then: every BOLD sample is covered in full (a TR
+that is not a multiple of the step would otherwise lose up to a step), and a non-causal model sees at
+most one step (0.5 s) past the window's last sample, far less than the haemodynamic lag.
 Feature steps before the stimulus's first or after its last step are zeros with mask 0 (nothing was
 on screen): every window of N TRs of a study has the same number of feature steps.
 
@@ -84,7 +86,7 @@ def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0) -> di
     bold = run.bold_times_s[w.first:w.first + w.n]
     t_end = bold[-1] + run.tr_s
     i0 = math.floor((bold[0] - lead_in_s - fc.t0_s) * rate + EPS)
-    i1 = math.floor((t_end - fc.t0_s) * rate + EPS)         # steps ending by t_end: nothing from later
+    i1 = math.ceil((t_end - fc.t0_s) * rate - EPS)          # steps starting before t_end: every TR covered
     lo, hi = max(i0, 0), min(i1, fc.n_steps)
     feats, masks = {}, {}
     for m in fc.features:
@@ -118,8 +120,10 @@ def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0) -> di
 def collate(items: list[dict[str, Any]]):
     """Stack window items into a batch for :class:`tinytribe.model.TinyTribe`.
 
-    Feature streams of different lengths are padded at the *start* (earlier ``t0``, zeros: nothing on
-    screen before), targets at the end with NaN times (ignored by the model's time grids).
+    Feature streams of different lengths are padded at the *end* with zeros and mask 0, so that every
+    item keeps its own ``t0`` and its steps keep their positions (the time embeddings are absolute);
+    the model leaves masked steps out of attention and pooling, so an item's prediction is the same
+    alone and batched. Targets are padded at the end with NaN times (ignored by the time grids).
 
     Returns:
         a dict: ``features`` {m: (B, T, D)}, ``masks`` {m: (B, T)}, ``available`` (B, 3), ``t0`` (B,),
@@ -136,7 +140,6 @@ def collate(items: list[dict[str, Any]]):
     trs = {round(it["tr_s"], 6) for it in items}
     if len(rates) > 1 or len(trs) > 1:
         raise ValueError(f"windows mix feature rates {sorted(rates)} or TRs {sorted(trs)}: batch each study separately")
-    rate = rates.pop()
     T = max(next(iter(it["features"].values())).shape[0] for it in items)
     B = len(items)
     feats, masks = {}, {}
@@ -146,10 +149,9 @@ def collate(items: list[dict[str, Any]]):
         k = np.zeros((B, T), bool)
         for b, it in enumerate(items):
             n = it["features"][m].shape[0]
-            x[b, T - n:], k[b, T - n:] = it["features"][m], it["masks"][m]
+            x[b, :n], k[b, :n] = it["features"][m], it["masks"][m]
         feats[m], masks[m] = torch.from_numpy(x), torch.from_numpy(k)
-    t0 = torch.tensor([it["t0"] - (T - next(iter(it["features"].values())).shape[0]) / rate for it in items],
-                      dtype=torch.float64)
+    t0 = torch.tensor([it["t0"] for it in items], dtype=torch.float64)
 
     def targets(key: str, times_key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         N = max(it[key].shape[0] for it in items)

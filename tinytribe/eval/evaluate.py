@@ -86,7 +86,8 @@ def student_predictions(study: LoadedStudy, runs: Selection | list[int], model, 
             with torch.no_grad():
                 res = model({m: x.to(device) for m, x in b["features"].items()}, available.to(device),
                             b["t0"].to(device), {"fmri": b["grids"]["fmri"]},
-                            subject=b["subject"].to(device) if own_subjects else None)
+                            subject=b["subject"].to(device) if own_subjects else None,
+                            masks={m: k.to(device) for m, k in b["masks"].items()})
             parts.append(res.responses["fmri"][0, :w.n].float().cpu().numpy())
         pred = to_space(np.concatenate(parts), model.config.space, study.study.space)
         out[i] = (pred.astype(np.float32), np.ones(pred.shape[0], bool))

@@ -51,7 +51,7 @@ def measure(model, *, device: str = "cpu", seconds: float = 150.0, repeats: int 
     feats = {m: torch.randn(1, steps, d, device=device) for m, d in zip(MODALITIES, cfg.input_dims)}
     available = torch.ones(1, 3, dtype=torch.bool, device=device)
     t0 = torch.zeros(1, dtype=torch.float64, device=device)
-    grids = {"fmri": TimeGrid.regular(t0, int((seconds - 1.49) // 1.49), 1.49)}
+    grids = {"fmri": TimeGrid.regular(t0, int(seconds // 1.49 + 1e-9), 1.49)}  # every TR inside the window
 
     def run() -> float:
         if device.startswith("cuda"):
@@ -77,7 +77,7 @@ def measure(model, *, device: str = "cpu", seconds: float = 150.0, repeats: int 
         fc = extractor.extract(media)
         x = {m: torch.from_numpy(fc.model_input(m))[None].to(device) for m in MODALITIES}
         with torch.no_grad():
-            model(x, available, t0, {"fmri": TimeGrid.regular(t0, int((duration - 1.49) // 1.49), 1.49)},
+            model(x, available, t0, {"fmri": TimeGrid.regular(t0, int(fc.n_steps / fc.rate_hz // 1.49 + 1e-9), 1.49)},
                   subject=None)
         e2e = (time.perf_counter() - start) / duration * 1e3
     return Speed(device_name(device), student, e2e, seconds)

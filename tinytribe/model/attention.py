@@ -57,21 +57,27 @@ class Attention(nn.Module):
         """Decay rate per second (> 0)."""
         return F.softplus(self.decay_raw)
 
-    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor, dist_s: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+                dist_s: torch.Tensor) -> torch.Tensor:
         """Attend.
 
         Args:
             x: (B, L, D) tokens.
             mask_bias: (B, 1, L, L) or (1, 1, L, L) additive bias, -inf where attention is not allowed
-                (unavailable modalities, the future in causal mode), 0 elsewhere.
+                (masked tokens, the future in causal mode), 0 elsewhere; or that bias and (B, L, 1) bool,
+                which queries have any allowed key (the others attend to nothing: output 0).
             dist_s: (L, L) token time distances in seconds.
 
         Returns:
             (B, L, D)
         """
+        mask_bias, has_key = mask_bias if isinstance(mask_bias, tuple) else (mask_bias, None)
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # (B, H, L, Dh)
         bias = mask_bias - self.alpha * dist_s if self.local else mask_bias  # (B|1, 1, L, L)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (B, H, L, Dh)
         y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
-        return F.dropout(self.out(y), self.dropout, self.training)
+        y = self.out(y)
+        if has_key is not None:
+            y = torch.where(has_key, y, torch.zeros((), dtype=y.dtype, device=y.device))
+        return F.dropout(y, self.dropout, self.training)

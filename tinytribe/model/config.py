@@ -32,6 +32,8 @@ class ModelConfig:
         drop_path: stochastic depth of the last layer; layer l of L drops with p = l / L * drop_path.
         dropout: dropout in projectors and attention outputs.
         max_steps: longest window in feature steps (2048 = 17 min at 2 Hz).
+        trained_steps: longest window training has used, in steps (set by training; 0 = none yet):
+            time embeddings beyond it are untrained, and a longer forward warns.
         feature_rate_hz: rate of the feature steps (2 Hz).
         hrf_taps: taps of the causal HRF convolution at the feature rate (33 taps = 16 s at 2 Hz).
         space: output space (``fsaverage5``, ``fsaverage4``, ``schaefer-400``, ``schaefer-1000``, ``custom:N``).
@@ -55,6 +57,7 @@ class ModelConfig:
     drop_path: float = 0.2
     dropout: float = 0.1
     max_steps: int = 2048
+    trained_steps: int = 0
     feature_rate_hz: float = 2.0
     hrf_taps: int = 33
     space: str = "fsaverage4"

@@ -52,13 +52,17 @@ class SubjectFiLM(nn.Module):
     def add_subjects(self, n: int) -> list[nn.Parameter]:
         """Append ``n`` subjects initialised to the average subject; returns their (trainable) parameters.
 
-        Subjects added earlier join the original ones first, so only the newest are held apart.
+        The original subjects' parameters are kept as they are (the same tensors, still frozen when
+        they were), so an optimizer over the rest of the model stays valid. Subjects added earlier join
+        the original ones first (new tensors: rebuild an optimizer that held them), so only the newest
+        are held apart.
         """
         with torch.no_grad():
-            g_old = torch.cat([self.gamma, self.gamma_new])
-            b_old = torch.cat([self.beta, self.beta_new])
             g_avg, b_avg = self.gamma.mean(0, keepdim=True), self.beta.mean(0, keepdim=True)
-            self.gamma, self.beta = nn.Parameter(g_old.clone()), nn.Parameter(b_old.clone())
+            if self.gamma_new.shape[0]:  # earlier additions join the originals, frozen or not as those are
+                frozen = not self.gamma.requires_grad
+                self.gamma = nn.Parameter(torch.cat([self.gamma, self.gamma_new]), requires_grad=not frozen)
+                self.beta = nn.Parameter(torch.cat([self.beta, self.beta_new]), requires_grad=not frozen)
             self.gamma_new = nn.Parameter(g_avg.repeat(n, 1))
             self.beta_new = nn.Parameter(b_avg.repeat(n, 1))
         return [self.gamma_new, self.beta_new]

@@ -3,7 +3,8 @@
 Tokens are grouped by expert (a loop over the few experts, never over tokens). Two auxiliary terms
 keep routing healthy: the Switch Transformer load-balance term ``n_experts * sum_e f_e * P_e`` (``f_e``:
 share of routing slots sent to expert e, ``P_e``: mean router probability of e; 1.0 when balanced)
-and the ST-MoE router z-loss ``mean(logsumexp(logits)^2)``, which keeps router logits small.
+and the ST-MoE router z-loss ``mean(logsumexp(logits)^2)``, which keeps router logits small (taken on
+the raw logits: the router temperature softens routing, not the penalty).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class MoE(nn.Module):
         flat = x.reshape(B * L, D)  # (N, D)
         idx = torch.arange(B * L, device=x.device) if token_mask is None else token_mask.reshape(-1).nonzero()[:, 0]
         xs = flat[idx]  # (n, D) routed tokens
-        logits = self.router(xs) / temperature  # (n, E)
-        probs = logits.softmax(dim=-1)
+        logits = self.router(xs)  # (n, E)
+        probs = (logits / temperature).softmax(dim=-1)
         top_p, top_e = probs.topk(self.top_k, dim=-1)  # (n, k)
         gate = top_p / top_p.sum(dim=-1, keepdim=True)
 

@@ -22,11 +22,13 @@ class GatedModalityPool(nn.Module):
         nn.init.zeros_(self.gate.bias)
 
     def forward(self, tokens: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: tokens (B, T, M, D); available (B, M) bool. Returns (B, T, D) and gates (B, T, M)."""
-        a = available[:, None, :, None].to(tokens.dtype)  # (B, 1, M, 1)
-        context = torch.where(a.bool(), tokens, 0.0).sum(dim=2) / a.sum(dim=2).clamp_min(1.0)  # (B, T, D)
-        gates = torch.sigmoid(self.gate(context)) * available[:, None, :].to(tokens.dtype)  # (B, T, M)
+        """Args: tokens (B, T, M, D); available (B, M) or per step (B, T, M) bool. Returns (B, T, D) and
+        gates (B, T, M). A step where no modality counts pools to zeros with zero gates."""
+        avail = available[:, None, :] if available.ndim == 2 else available  # (B, 1|T, M)
+        a = avail[..., None]  # (B, 1|T, M, 1)
+        context = torch.where(a, tokens, 0.0).sum(dim=2) / a.to(tokens.dtype).sum(dim=2).clamp_min(1.0)  # (B, T, D)
+        gates = torch.sigmoid(self.gate(context)) * avail.to(tokens.dtype)  # (B, T, M)
         gates = gates / gates.sum(dim=-1, keepdim=True).clamp_min(1e-6)
         # where() instead of a product: a masked token holding inf or NaN must not leak (0 * inf = nan)
-        pooled = torch.where(a.bool(), tokens * gates[..., None], 0.0).sum(dim=2)  # (B, T, D)
+        pooled = torch.where(a, tokens * gates[..., None], 0.0).sum(dim=2)  # (B, T, D)
         return pooled, gates

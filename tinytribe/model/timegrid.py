@@ -9,9 +9,12 @@ and serves several grids (1 Hz teacher, 1.49 s fMRI) in one forward pass.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
+
+MIN_COVERAGE = 0.9  # a target sample covered less than this by the features is warned about
 
 
 @dataclass
@@ -37,7 +40,8 @@ def overlap_weights(t0: torch.Tensor, n_steps: int, rate_hz: float, grid: TimeGr
         grid: the targets.
 
     Returns:
-        (B, N, T), each row summing to 1 (0 for padding rows).
+        (B, N, T), each row summing to 1 (0 for padding rows). A sample less than ``MIN_COVERAGE``
+        covered by the features is averaged over what there is, with a warning.
 
     Raises:
         ValueError: a target sample's interval overlaps no feature step.
@@ -55,4 +59,10 @@ def overlap_weights(t0: torch.Tensor, n_steps: int, rate_hz: float, grid: TimeGr
         b, n = uncovered.nonzero()[0].tolist()
         raise ValueError(f"target sample at {tgt[b, n].item():.3f} s (sample {n} of batch item {b}) lies outside "
                          f"the features ({step_start[b, 0].item():.3f}-{step_end[b, -1].item():.3f} s)")
+    partial = (total[..., 0] < MIN_COVERAGE * grid.width_s - 1e-9) & ~torch.isnan(tgt)
+    if partial.any():
+        b, n = partial.nonzero()[0].tolist()
+        warnings.warn(f"{int(partial.sum())} target samples are partly outside the features, e.g. the one at "
+                      f"{tgt[b, n].item():.3f} s (batch item {b}): {total[b, n, 0].item() / grid.width_s:.0%} of its "
+                      f"{grid.width_s:g} s covered", stacklevel=3)
     return (overlap / total.clamp_min(1e-12)).float()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,7 @@ from tinytribe.model.hrf import HRFConv
 from tinytribe.model.pooling import GatedModalityPool
 from tinytribe.model.projector import ModalityProjector, MotionModule
 from tinytribe.model.timegrid import TimeGrid, overlap_weights
-from tinytribe.model.tokens import ModalityEmbeddings, align_length, interleave, modality_dropout
+from tinytribe.model.tokens import ModalityEmbeddings, align_length, align_mask, interleave, modality_dropout
 from tinytribe.model.transformer import FusionTransformer
 
 
@@ -28,7 +29,7 @@ class TinyTribeOutput:
         aux_loss: MoE auxiliary loss summed over layers (scalar); add it to the training loss.
         aux: its parts (``load_balance``, ``z_loss``) and ``expert_share`` (n_layers, E).
         gates: (B, T, M) modality gates per step (for modality maps).
-        available: (B, M) the modalities actually used (after modality dropout).
+        available: (B, M) the modalities actually used (after modality dropout) at any step.
         fused: (B, T, D) pooled fused representation at the feature rate (``return_fused``).
         kd_features: (B, T, teacher_dim) its projection for feature distillation (``return_fused``).
     """
@@ -66,8 +67,8 @@ class TinyTribe(nn.Module):
         self.kd_head = nn.Linear(c.d_model, c.teacher_dim)
 
     def encode(self, features: dict[str, torch.Tensor], available: torch.Tensor, *, causal: bool = False,
-               p_modality_dropout: float = 0.0, router_temperature: float = 1.0
-               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+               masks: dict[str, torch.Tensor] | None = None, p_modality_dropout: float = 0.0,
+               router_temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Fuse the modalities into per-step, per-modality tokens.
 
         Args:
@@ -75,12 +76,15 @@ class TinyTribe(nn.Module):
                 sizes of ``config.input_dims``; text is the embedding and its two timing channels).
             available: (B, 3) bool, the modalities each sample has (order text, audio, video).
             causal: tokens see only their own and earlier steps.
+            masks: per modality (B, T_m) bool, the steps with content (padding and empty steps False):
+                such tokens are zero before the motion filter, are never attended to, skip the experts
+                and are left out of the pooling. None: every step of an available modality counts.
             p_modality_dropout: in training, drop each available modality of a sample with this
                 probability (never all of them).
             router_temperature: MoE router temperature.
 
         Returns:
-            tokens (B, T, 3, D), the modalities used (B, 3), aux terms.
+            tokens (B, T, 3, D), the tokens that count (B, T, 3) bool, aux terms.
         """
         missing = [m for m in MODALITIES if m not in features]
         if missing:
@@ -97,42 +101,53 @@ class TinyTribe(nn.Module):
         if self.training and p_modality_dropout > 0:
             available = modality_dropout(available, p_modality_dropout)
         T = max(features[m].shape[1] for m in MODALITIES)
-        tokens = []
+        if T > self.config.trained_steps > 0 and not self.training:
+            warnings.warn(f"a window of {T} steps is longer than the longest trained one ({self.config.trained_steps}): "
+                          f"its later time embeddings were never trained; predict in shorter windows", stacklevel=3)
+        tokens, counts = [], []
         for i, m in enumerate(MODALITIES):
             x = features[m]
             x = torch.where(available[:, i, None, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
             x = self.projectors[i](x.to(self.kd_head.weight.dtype))  # (B, T_m, D), in the model's dtype
+            k = available[:, i, None].expand(-1, x.shape[1])  # (B, T_m): the steps that count
+            if masks is not None:
+                k = k & masks[m].to(k.device).bool()
+                x = torch.where(k[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
             if m == "video":
                 x = self.motion(x, causal=causal)
             x = self.embeddings(x, i)  # (B, T_m, D)
             tokens.append(align_length(x, T))  # (B, T, D)
+            counts.append(align_mask(k, T))  # (B, T)
         seq = interleave(tokens)  # (B, 3T, D)
-        token_mask = available[:, None, :].expand(-1, T, -1).reshape(-1, T * len(MODALITIES))  # (B, 3T)
-        fused, aux = self.fusion(seq, token_mask, n_modalities=len(MODALITIES), rate_hz=self.config.feature_rate_hz,
-                                 causal=causal, temperature=router_temperature)  # (B, 3T, D)
-        return fused.reshape(fused.shape[0], T, len(MODALITIES), -1), available, aux
+        step_mask = torch.stack(counts, dim=2)  # (B, T, 3)
+        fused, aux = self.fusion(seq, step_mask.reshape(-1, T * len(MODALITIES)), n_modalities=len(MODALITIES),
+                                 rate_hz=self.config.feature_rate_hz, causal=causal,
+                                 temperature=router_temperature)  # (B, 3T, D)
+        return fused.reshape(fused.shape[0], T, len(MODALITIES), -1), step_mask, aux
 
     def forward(self, features: dict[str, torch.Tensor], available: torch.Tensor, t0: torch.Tensor,
                 grids: dict[str, TimeGrid], subject: torch.Tensor | None = None, *, causal: bool = False,
-                p_modality_dropout: float = 0.0, router_temperature: float = 1.0,
-                return_fused: bool = False) -> TinyTribeOutput:
+                masks: dict[str, torch.Tensor] | None = None, p_modality_dropout: float = 0.0,
+                router_temperature: float = 1.0, return_fused: bool = False) -> TinyTribeOutput:
         """Predict responses on each requested time grid.
 
         Args:
-            features, available: as in :meth:`encode`.
+            features, available, masks: as in :meth:`encode`.
             t0: (B,) stimulus time (s) of feature step 0.
             grids: named target grids, e.g. ``{"fmri": TimeGrid(times, 1.49), "teacher": TimeGrid(times, 1.0)}``.
             subject: (B,) subject ids; None or -1 for the average subject.
             return_fused: also return the pooled representation and its KD projection.
         """
-        tokens, used, aux = self.encode(features, available, causal=causal, p_modality_dropout=p_modality_dropout,
-                                        router_temperature=router_temperature)  # (B, T, 3, D)
-        fused, gates = self.pool(tokens, used)  # (B, T, D), (B, T, 3)
+        tokens, step_mask, aux = self.encode(features, available, causal=causal, masks=masks,
+                                             p_modality_dropout=p_modality_dropout,
+                                             router_temperature=router_temperature)  # (B, T, 3, D)
+        fused, gates = self.pool(tokens, step_mask)  # (B, T, D), (B, T, 3)
         h = self.head.condition(self.hrf(fused), subject)  # (B, T, D)
         t0 = t0.to(h.device)  # times may come from the CPU side of a data pipeline
         responses = {name: self.head.project(h, overlap_weights(t0, h.shape[1], self.config.feature_rate_hz, g))
                      for name, g in grids.items()}  # (B, N, V) each
-        out = TinyTribeOutput(responses=responses, aux_loss=aux["aux_loss"], aux=aux, gates=gates, available=used)
+        out = TinyTribeOutput(responses=responses, aux_loss=aux["aux_loss"], aux=aux, gates=gates,
+                              available=step_mask.any(dim=1))
         if return_fused:
             out.fused, out.kd_features = fused, self.kd_head(fused)  # (B, T, D), (B, T, teacher_dim)
         return out

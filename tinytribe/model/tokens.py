@@ -38,6 +38,15 @@ def align_length(x: torch.Tensor, T: int) -> torch.Tensor:
     return F.interpolate(x.transpose(1, 2), size=T, mode="linear", align_corners=True).transpose(1, 2)
 
 
+def align_mask(mask: torch.Tensor, T: int) -> torch.Tensor:
+    """(B, T_m) bool on (B, T): each step takes the nearest step of the mask's own grid (as
+    :func:`align_length` places it, corners aligned); identity when T_m == T."""
+    if mask.shape[1] == T:
+        return mask
+    src = torch.linspace(0, mask.shape[1] - 1, T, device=mask.device).round().long()
+    return mask[:, src]
+
+
 def modality_dropout(available: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Drop whole modalities of a sample with probability ``p`` each, never all available ones.
 
