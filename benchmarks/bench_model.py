@@ -53,7 +53,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if dev == "cuda" else f"{platform.processor() or platform.machine()}, {args.threads} threads"
     print(f"device: {dev} ({name}); torch {torch.__version__}")
 
-    model = create_model("tiny-tribe-v3", ["space=fsaverage5", "input_dims=[384,384,1280]"])
+    model = create_model("tiny-tribe-v3", ["space=fsaverage5", "input_dims=[386,384,1280]"])
     model = model.to(device=dev, dtype=getattr(torch, args.dtype)).eval()
     feats, avail, t0 = batch(model.config, 1, 300, dev)
     grid = {"fmri": TimeGrid.regular(torch.zeros(1, device=dev), 100, 1.49)}
@@ -70,7 +70,7 @@ def main() -> None:
           f"{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024:.0f} MiB)")
 
     for cfg_name in ("tiny-tribe-demo", "tiny-tribe-v3"):
-        m = create_model(cfg_name, ["input_dims=[384,384,1280]"]).to(dev).train()
+        m = create_model(cfg_name, ["input_dims=[386,384,1280]"]).to(dev).train()
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
         feats, avail, t0 = batch(m.config, 8, 166, dev)
         g = {"fmri": TimeGrid.regular(torch.full((8,), 8.0, device=dev), 50, 1.49, batch=8)}

@@ -63,10 +63,11 @@ from pathlib import Path
 import tinytribe
 from tinytribe import manifest as mf
 from tinytribe.eval.plots import plot_features
-from tinytribe.features.cache import feature_job_work, is_transcript, stimulus_id, stitch_done, transcript_durations
+from tinytribe.features.cache import (feature_job_work, reopen_stale, stitch_done, transcript_durations,
+                                     transcript_only)
 from tinytribe.features.decode import MEDIA_SUFFIXES
 from tinytribe.features.extract import ExtractionConfig, FeatureExtractor
-from tinytribe.formats import FeatureCache, Manifest
+from tinytribe.formats import FeatureCache, FormatError, Manifest
 from tinytribe.runner import run_job
 from tinytribe.session import Session
 
@@ -83,7 +84,9 @@ session = Session.start(run_root, account=account, sync_remote=sync_remote, rese
 # %%
 files = sorted(p for p in media_root.iterdir() if p.is_file())
 media = [p for p in files if p.suffix.lower() in MEDIA_SUFFIXES]
-texts_only = [p for p in files if is_transcript(p) and not any(m.stem == stimulus_id(p) for m in media)]
+texts_only, left_out = transcript_only(files, media)
+for note in left_out:
+    print(note)
 
 
 def build() -> mf.Manifest:
@@ -100,13 +103,20 @@ print(f"{manifest_path}: {mf.summarize(manifest).line()}")
 
 # %%
 extractor = FeatureExtractor(ExtractionConfig(video=video_backbone, video_model=video_model, device=device))
+stale = reopen_stale(manifest_path, media_root, extractor)  # an old cache format, a corrected transcript, ...
+if stale:
+    print(f"{len(stale)} finished chunks are out of date and will be extracted again: {', '.join(stale[:5])}"
+          + (" ..." if len(stale) > 5 else ""))
 report = run_job(manifest_path, feature_job_work(media_root, run_root, extractor),
                  budget=session.loop_budget(session_limit_s), after_item=session.pusher(sync_every_s))
 stitched = stitch_done(manifest_path, run_root)
 print(report.line())
 print(f"stitched {len(stitched)} stimuli: {', '.join(p.name for p in stitched) or '-'}")
 for path in sorted(run_root.glob("*.npz")):  # where each stimulus's words came from
-    print(f"words of {path.stem}: {FeatureCache.load(path).words_source}")
+    try:
+        print(f"words of {path.stem}: {FeatureCache.read_meta(path)['words_source']}")
+    except FormatError as e:
+        print(f"{path.name}: {e}")
 
 # %%
 m = Manifest.load(manifest_path)
@@ -127,9 +137,11 @@ session.finish(job="features")
 # track, silence before the first word, an audio-only story without video).
 
 # %%
-done = sorted(run_root.glob("*.npz"))
-for path in done[:3]:
-    fig = plot_features(FeatureCache.load(path))
+for path in sorted(run_root.glob("*.npz"))[:3]:
+    try:
+        fig = plot_features(FeatureCache.load(path))
+    except FormatError as e:  # an old stitched file whose chunks are still being re-extracted
+        print(f"{path.name}: {e}")
 
 # %%
 print(f"{'finished' if report.summary.pending + report.summary.running == 0 else 'stopped'}: {report.line()}")

@@ -362,6 +362,25 @@ class FeatureCache:
         meta["format"] = "tinytribe.features"
         return atomic_write_bytes(path, _npz_bytes(arrays, meta))
 
+    @staticmethod
+    def read_meta(path: str | Path) -> dict:
+        """Only the ``meta`` of a feature cache (no arrays are read), checked like :meth:`load` checks it."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+        except FileNotFoundError:
+            raise FormatError(f"{path}: no such feature cache file") from None
+        except Exception as e:
+            raise FormatError(f"{path}: unreadable feature cache file ({type(e).__name__}: {e})") from None
+        if meta.get("format") != "tinytribe.features":
+            raise FormatError(f"{path}: not a tinytribe feature cache")
+        if meta.get("format_version") == 1:
+            raise FormatError(f"{path}: feature cache version 1 has no word-timing channels (version 2 does); "
+                              + REEXTRACT)
+        _check_version("feature cache", meta.get("format_version"), FEATURES_VERSION, path)
+        return meta
+
     @classmethod
     def load(cls, path: str | Path) -> "FeatureCache":
         path = Path(path)

@@ -196,3 +196,16 @@ def test_chunked_and_mixed_tr_fits(story, story_copy):
     np.testing.assert_allclose(res.predictions[i], whole.predictions[i], rtol=1e-6, atol=1e-8)  # others unchanged
     pooled = fit_predict(mixed, mixed.split("train"), mixed.split("test"), RidgeConfig(**config, pooling="mean"))
     assert set(pooled.predictions) == set(mixed.split("test"))
+
+
+def test_word_rate_from_the_cache_counts_its_words_at_any_tr(demo_study):
+    """The demo has no transcripts: word rate comes from the recogniser's words its caches keep, counted
+    per 1.49 s TR exactly (not spread from 0.5 s steps)."""
+    demo = load_study(demo_study, teacher=False)
+    i = next(i for i, r in enumerate(demo.runs) if r.stimulus == "story01")
+    run = demo.runs[i]
+    onsets = np.array([w.onset for w in demo.stimuli["story01"].features.words])
+    assert onsets.size > 20
+    direct = [((onsets >= tau) & (onsets < tau + 1.49)).sum() / 1.49 for tau in run.bold_times_s]
+    np.testing.assert_allclose(Designs(demo, ("word_rate",), 10.0).band_values(i)["word_rate"][:, 0], direct,
+                               atol=1e-12)

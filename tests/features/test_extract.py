@@ -42,10 +42,27 @@ def test_chunks_equal_the_whole_file(extractor, media_dir, whole):
     src = media_dir / "astronaut_tour.mp4"
     chunks = [extractor.extract(src, start_s=s, end_s=e) for s, e in ((0, 10.5), (10.5, 24))]
     joined = stitch(chunks)
+    ref = whole["astronaut_tour"]
     for m in joined.features:
-        np.testing.assert_array_equal(joined.masks[m], whole["astronaut_tour"].masks[m])
-        np.testing.assert_allclose(joined.features[m].astype(np.float32),
-                                   whole["astronaut_tour"].features[m].astype(np.float32), atol=1e-3)
+        np.testing.assert_array_equal(joined.masks[m], ref.masks[m])
+        np.testing.assert_allclose(joined.features[m].astype(np.float32), ref.features[m].astype(np.float32), atol=1e-3)
+    for k in ref.timing:
+        np.testing.assert_array_equal(joined.timing[k], ref.timing[k])
+    assert [w.word for w in joined.words] == [w.word for w in ref.words] and len(ref.words) > 10
+    assert joined.words_source == ref.words_source and ref.words_source.startswith("asr: ")
+
+
+def test_carried_text_at_a_chunk_boundary_equals_the_whole_file(extractor, tmp_path):
+    """Two words start in the step just before a chunk boundary: the chunk carries their mean, as the
+    whole file does."""
+    path = tmp_path / "tale.tsv"
+    path.write_text("word\tonset\tduration\nonce\t1.5\t0.2\nupon\t1.7\t0.2\na\t4.2\t0.2\ntime\t4.4\t0.3\n")
+    whole_fc = extractor.extract(None, transcript=path, duration_s=8.0)
+    parts = stitch([extractor.extract(None, transcript=path, start_s=a, end_s=b, duration_s=8.0)
+                    for a, b in ((0.0, 2.0), (2.0, 8.0))])
+    np.testing.assert_allclose(parts.features["text"].astype(np.float32), whole_fc.features["text"].astype(np.float32),
+                               atol=1e-3)
+    np.testing.assert_array_equal(parts.masks["text"], whole_fc.masks["text"])
 
 
 def test_stitch_refuses_chunks_of_two_stimuli(whole):

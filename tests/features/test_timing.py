@@ -89,3 +89,59 @@ def test_asr_words_are_saved_and_a_corrected_file_is_fed_back(extractor, media_d
     assert fixed.words_source == "transcript: story.words.tsv (beside the media)"
     assert fixed.words[2].word == "Boreas" and fc.words[2].word != "Boreas"
     assert not np.allclose(fixed.features["text"].astype(float), fc.features["text"].astype(float))
+
+
+def test_one_transcript_per_text_only_stimulus_in_search_order(tmp_path):
+    from tinytribe.features.cache import stimulus_id, transcript_only
+
+    for name in ("tale.tsv", "tale.words.tsv", "fable.words.tsv", "clip.srt", "clip.mp4"):
+        (tmp_path / name).write_text("")
+    files = sorted(tmp_path.iterdir())
+    chosen, notes = transcript_only(files, [tmp_path / "clip.mp4"])
+    assert [p.name for p in chosen] == ["fable.words.tsv", "tale.tsv"]    # clip.srt belongs to clip.mp4
+    assert notes == ["tale.words.tsv: left out, tale.tsv is stimulus 'tale''s transcript (search order)"]
+    assert stimulus_id(tmp_path / "fable.words.tsv") == "fable" and stimulus_id(tmp_path / "A.WORDS.tsv") == "A"
+
+
+def test_a_transcript_only_cache_key_ignores_the_backbones_it_never_used(transcript):
+    ex = FeatureExtractor(ExtractionConfig(device="cpu"))
+    path = ex.extract(None, transcript=transcript, duration_s=12.0).save(transcript.parent / "tale.npz")
+    other = FeatureExtractor(ExtractionConfig(device="cpu", video_model="/somewhere/else", asr=False,
+                                              asr_lead_s=10.0))
+    other._models = ex._models
+    assert other.is_current(path, transcript, 0.0)                      # settings of unused modalities
+    resized = FeatureExtractor(ExtractionConfig(device="cpu", video="mobilevit-s"))
+    resized._models = ex._models
+    assert not resized.is_current(path, transcript, 0.0)                # 640-d zero video: re-extract
+    context = FeatureExtractor(ExtractionConfig(device="cpu", context_words=4))
+    context._models = ex._models
+    assert not context.is_current(path, transcript, 0.0)
+
+
+def test_an_old_run_folder_is_brought_up_to_date(extractor, transcript, tmp_path):
+    """Finished chunks of feature cache 1 (a run folder from before the timing channels) are sent back
+    to pending and extracted again; stitching skips a stimulus it cannot read yet, with a warning."""
+    import json
+
+    from tinytribe import manifest as mf
+    from tinytribe.features.cache import reopen_stale
+
+    media = transcript.parent
+    run = tmp_path / "run"
+    mf.build_manifest([transcript], job="features", chunk_s=6.0, relative_to=media,
+                      durations={str(transcript): 12.0}).save(run / "manifest.json")
+    work = feature_job_work(media, run, extractor)
+    run_job(run / "manifest.json", work, budget=SessionBudget.starting_now(None), progress=False)
+    chunk = run / "chunks" / "tale_000006.npz"
+    with np.load(chunk) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["format_version"] = 1
+    np.savez(chunk, meta=np.array(json.dumps(meta)), **arrays)
+    with pytest.warns(UserWarning, match="tale.tsv: not stitched: .*feature cache version 1"):
+        assert stitch_done(run / "manifest.json", run) == []
+    assert reopen_stale(run / "manifest.json", media, extractor) == ["tale_000006"]
+    report = run_job(run / "manifest.json", work, budget=SessionBudget.starting_now(None), progress=False)
+    assert report.summary.done == 2 and [p.name for p in stitch_done(run / "manifest.json", run)] == ["tale.npz"]
+    assert FeatureCache.load(run / "tale.npz").n_steps == 24
+    assert reopen_stale(run / "manifest.json", media, extractor) == []

@@ -7,7 +7,7 @@ weightings, cross-validated):
   are the modalities the stimuli have), each averaged onto the run's TR grid (the mean over
   ``[tau, tau + TR)``, as the student does);
 - ``word_rate``: word onsets per second in each TR, from the stimulus's ``words`` transcript, or
-  without one from the onsets its feature cache counted (its transcript's or the recogniser's words);
+  without one from the words its feature cache keeps (its transcript's or the recogniser's);
 - ``audio_envelope``: the RMS level of the sound in each TR, from the stimulus's ``media`` file.
 
 Every band is delayed by every whole TR from 0 to ``max_delay_s`` (finite impulse response: the ridge
@@ -165,11 +165,10 @@ class Designs:
         spec = self.study.study.stimuli[run.stimulus]
         if "text" not in self.study.stimuli[run.stimulus].modalities:
             return np.zeros((tau.size, 1))
-        if not spec.words:  # the word onsets the feature cache counted per step (from its transcript or ASR)
-            fc = self.study.stimuli[run.stimulus].features
-            w = overlap(fc.times(), 1.0 / fc.rate_hz, tau, run.tr_s) * fc.rate_hz  # share of each step in the TR
-            return (w @ fc.timing["word_onsets"].astype(np.float64) / run.tr_s)[:, None]
-        onsets = np.array([w.onset for w in read_transcript(self.study.root / spec.words)])
+        if spec.words:
+            onsets = np.array([w.onset for w in read_transcript(self.study.root / spec.words)])
+        else:  # the words the feature cache keeps (its transcript's or the recogniser's)
+            onsets = np.array([w.onset for w in self.study.stimuli[run.stimulus].features.words])
         lo = np.searchsorted(onsets, tau, side="left")
         hi = np.searchsorted(onsets, tau + run.tr_s, side="left")
         return ((hi - lo) / run.tr_s)[:, None].astype(np.float64)  # onsets in [tau, tau + TR), per second

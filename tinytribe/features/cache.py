@@ -6,15 +6,19 @@ file was made from the same media bytes and transcript with the same backbones a
 extracted again; a changed config, backbone or transcript (or an old cache format) re-extracts it.
 
 When the words came from speech recognition they are also written to ``<out>/<stimulus>.words.tsv``
-(word, onset, duration, confidence): correct it, put it beside the media as ``<stem>.words.tsv`` and
-the next run extracts the text from the corrected words.
+(word, onset, duration, confidence) whenever the stitched features are (re)written: correct it, put it
+beside the media as ``<stem>.words.tsv`` and the next run extracts the text from the corrected words.
+Done items whose chunk is stale (an old cache format, a changed transcript ...) are sent back to
+pending by :func:`reopen_stale` before a run, so the job re-extracts them by itself.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from tinytribe import manifest as mf
 from tinytribe.features.extract import FeatureExtractor, stitch
 from tinytribe.features.words import TRANSCRIPT_SUFFIXES, WORDS_SUFFIX, read_transcript, write_tsv
 from tinytribe.formats import FeatureCache, FormatError, Manifest, ManifestItem
@@ -28,6 +32,41 @@ def stimulus_id(path: str | Path) -> str:
     """The stimulus a media or transcript file stands for: its stem (``story.words.tsv`` -> ``story``)."""
     name = Path(path).name
     return name[: -len(WORDS_SUFFIX)] if name.lower().endswith(WORDS_SUFFIX) else Path(path).stem
+
+
+def transcript_only(files: list[Path], media: list[Path]) -> tuple[list[Path], list[str]]:
+    """The transcripts among ``files`` that stand for stimuli of their own (no media of that stimulus),
+    one per stimulus: where a stimulus has several (``tale.tsv`` and ``tale.words.tsv``), the first in
+    the search order of :func:`~tinytribe.features.words.transcript_search` wins. Returns them and a
+    line for each transcript left out."""
+    have_media = {m.stem for m in media}
+    chosen: dict[str, Path] = {}
+    notes = []
+    for p in sorted(files, key=lambda p: (stimulus_id(p), p.name.lower().endswith(WORDS_SUFFIX), p.name)):
+        if not is_transcript(p) or stimulus_id(p) in have_media:
+            continue
+        sid = stimulus_id(p)
+        if sid in chosen:
+            notes.append(f"{p.name}: left out, {chosen[sid].name} is stimulus {sid!r}'s transcript (search order)")
+        else:
+            chosen[sid] = p
+    return list(chosen.values()), notes
+
+
+def reopen_stale(manifest_path: str | Path, media_root: str | Path, extractor: FeatureExtractor) -> list[str]:
+    """Send ``done`` items whose chunk is no longer current (an old cache format, changed media or
+    transcript, other backbones or config) back to ``pending``, so the job extracts them again.
+    Returns their ids."""
+    manifest_path, media_root = Path(manifest_path), Path(media_root)
+    m = Manifest.load(manifest_path)
+    stale = [it.id for it in m.items if it.status == "done" and not (
+        it.output and extractor.is_current(manifest_path.parent / it.output, media_root / it.source, it.start_s))]
+    if stale:
+        with mf.update(manifest_path) as m:
+            for it in m.items:
+                if it.id in stale:
+                    it.status, it.attempts, it.last_error = "pending", 0, None
+    return stale
 
 
 def transcript_durations(paths: list[Path]) -> dict[str, float]:
@@ -72,10 +111,13 @@ def stitch_done(manifest_path: str | Path, out_dir: str | Path) -> list[Path]:
         if not all(it.status == "done" for it in items):
             continue
         dest = out_dir / f"{stimulus_id(source)}.npz"
-        chunks = [FeatureCache.load(manifest_path.parent / it.output) for it in items]
+        try:
+            chunks = [FeatureCache.load(manifest_path.parent / it.output) for it in items]
+        except FormatError as e:   # e.g. a chunk of an old format the job has not re-extracted yet
+            warnings.warn(f"{source}: not stitched: {str(e).splitlines()[0]}", stacklevel=2)
+            continue
         whole = stitch(chunks)
-        if whole.words_source.startswith("asr"):
-            write_tsv(out_dir / f"{whole.stimulus_id}{WORDS_SUFFIX}", whole.words)
+        tsv = out_dir / f"{whole.stimulus_id}{WORDS_SUFFIX}"
         if dest.exists():
             try:
                 old = FeatureCache.load(dest)
@@ -86,4 +128,6 @@ def stitch_done(manifest_path: str | Path, out_dir: str | Path) -> list[Path]:
                     and old.transcript_sha256 == whole.transcript_sha256:
                 continue
         written.append(whole.save(dest))
+        if whole.words_source.startswith("asr") and whole.words:   # for a user to read, correct, feed back
+            write_tsv(tsv, whole.words)
     return written

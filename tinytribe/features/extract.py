@@ -13,8 +13,8 @@ Step ``i`` of a window starting at ``start_s`` covers ``[start_s + i / rate, sta
 Masks mark steps with content; a file without audio has audio and ASR-text masks of 0. Only the
 backbones a stimulus needs are loaded and enter its cache key (a transcript-only stimulus: the text
 backbone alone). The words the text came from (a transcript, found by
-:func:`~tinytribe.features.words.transcript_search`, or speech recognition) are kept in the cache;
-:attr:`FeatureExtractor.transcripts` says per stimulus where they came from.
+:func:`~tinytribe.features.words.transcript_search`, or speech recognition) are kept in the cache,
+with ``words_source`` saying where they came from.
 """
 
 from __future__ import annotations
@@ -83,7 +83,6 @@ class FeatureExtractor:
         self._models: dict[str, object] = {}
         self._hashes: dict[tuple, str] = {}
         self.timings: dict[str, float] = {}
-        self.transcripts: dict[str, str] = {}  # stimulus id -> where its words came from (one line)
 
     def source_hash(self, path: Path) -> str:
         """SHA-256 of a source file, computed once per (path, size, mtime): every chunk of a 2-hour
@@ -201,7 +200,13 @@ class FeatureExtractor:
         chosen = [i for i, w in enumerate(words) if w.onset < end]
         before = [i for i in chosen if words[i].onset < start]
         inside = [i for i in chosen if words[i].onset >= start]
-        use = ([before[-1]] if before and c.text_fill == "carry" else []) + inside
+        carried = []
+        if before and c.text_fill == "carry":  # every word of the last step with words, as the whole file has it
+            def step(i: int) -> int:
+                return math.floor((words[i].onset - start) * rate + 1e-9)
+
+            carried = [i for i in before if step(i) == step(before[-1])]
+        use = carried + inside
         if not use:
             return feats, mask
         texts = []
@@ -235,7 +240,7 @@ class FeatureExtractor:
 
     def _transcript(self, media: Path | None, transcript: str | Path | None) -> tuple[Path | None, str]:
         if transcript is not None:
-            return Path(transcript), f"{Path(transcript).name} (given)"
+            return Path(transcript), f"{Path(transcript).name} ({'given' if media is not None else 'transcript-only stimulus'})"
         if media is None:
             return None, "no transcript"
         return transcript_search(media)
@@ -258,7 +263,8 @@ class FeatureExtractor:
         if info is None and words is None:
             raise ValueError("a stimulus needs a media file or a transcript")
         src = media or Path(transcript)
-        sid = stimulus_id or (src.name.removesuffix(".words.tsv") if media is None else src.stem)
+        sid = stimulus_id or (src.name[:-len(".words.tsv")] if media is None and src.name.lower().endswith(".words.tsv")
+                              else src.stem)
         duration = info.duration_s if info else (duration_s or (words[-1].end if words else 0.0))
         end = min(end_s if end_s is not None else duration, duration)
         if end - start_s <= 0:
@@ -288,7 +294,6 @@ class FeatureExtractor:
             source = f"asr: {self.backbone('audio').revision}"
         else:
             source = f"none ({found}; {'no audio' if info is None or not info.has_audio else 'ASR off'})"
-        self.transcripts[sid] = source
         inside = [w for w in text_words if start_s <= w.onset < end]
         return FeatureCache(stimulus_id=sid, rate_hz=rate, t0_s=float(start_s), features=feats, masks=masks,
                             backbones=self.backbones_meta(used), extraction=c.key(), source=str(src),
@@ -307,23 +312,45 @@ class FeatureExtractor:
 
     def is_current(self, path: Path, source: Path, start_s: float) -> bool:
         """Whether the cache file at ``path`` was made from this source (and transcript) with these
-        backbones and config."""
+        backbones and config, as far as they matter for it: the used backbones' names and revisions,
+        the unused ones' names and sizes (their zero features must fit the model), and the settings of
+        the modalities it used (:func:`relevant_settings`). Reads only the file's metadata."""
         try:
-            fc = FeatureCache.load(path)
+            meta = FeatureCache.read_meta(path)
         except Exception:
             return False
-        if fc.transcript_sha256 != self._transcript_hash(source):
+        if meta.get("transcript_sha256") != self._transcript_hash(source) \
+                or meta.get("source_sha256") != self.source_hash(source) or abs(meta.get("t0_s", -1) - start_s) >= 1e-9:
             return False
-        if fc.source_sha256 != self.source_hash(source) or fc.extraction != self.config.key() \
-                or abs(fc.t0_s - start_s) >= 1e-9:
+        stored = meta.get("backbones", {})
+        used = {m for m, b in stored.items() if b.get("revision") is not None}
+        asr = str(meta.get("words_source", "")).startswith("asr")
+        if relevant_settings(meta.get("extraction", {}), used, asr) != relevant_settings(self.config.key(), used, asr):
             return False
-        used = {m for m, b in fc.backbones.items() if b.get("revision") is not None}
-        return fc.backbones == self.backbones_meta(used)
+        now = self.backbones_meta(used)
+        return set(stored) == set(now) and all(
+            stored[m] == now[m] if m in used else (stored[m].get("name"), stored[m].get("dim")) == (now[m]["name"],
+                                                                                                 now[m]["dim"])
+            for m in now)
+
+
+RELEVANT = {"text": ("text", "text_model", "context", "context_words", "text_fill", "carry_max_s"),
+            "audio": ("audio",), "video": ("video", "video_model"), "asr": ("asr", "asr_model", "asr_lead_s")}
+
+
+def relevant_settings(key: dict, used: set[str], asr: bool) -> dict:
+    """The extraction settings a cache depends on: the rate, the settings of the modalities it used,
+    and the recogniser's when its words came from speech recognition. Backbone names of all three stay
+    in the key through ``backbones`` (their sizes shape the zero features)."""
+    fields = ["rate_hz"] + [f for m in sorted(used) for f in RELEVANT[m]] + (list(RELEVANT["asr"]) if asr else [])
+    if "audio" in used:
+        fields.append("asr")   # whether ASR ran decides the text of a file with sound and no transcript
+    return {f: key.get(f) for f in fields}
 
 
 def word_timing(words: list[Word], start: float, n: int, rate: float) -> dict[str, np.ndarray]:
     """The text stream's timing channels on ``n`` steps from ``start``: word onsets per step, and the
-    share of each step inside a word's interval (overlapping words count once, capped at 1)."""
+    share of each step inside words' intervals (overlapping words' shares are summed, then capped at 1)."""
     onsets = np.zeros(n, np.float32)
     speech = np.zeros(n, np.float64)
     edges = start + np.arange(n + 1) / rate

@@ -120,10 +120,13 @@ def read_tsv(path: Path) -> list[Word]:
     try:
         onsets = [float(r["onset"]) for r in rows]
         durations = [float(r["duration"]) for r in rows] if "duration" in cols else None
-        conf = [float(r["confidence"]) if r["confidence"] not in ("", "nan", None) else None for r in rows] \
-            if "confidence" in cols else [None] * len(rows)
+        conf = [float(r["confidence"]) if (r["confidence"] or "").strip().lower() not in ("", "nan") else None
+                for r in rows] if "confidence" in cols else [None] * len(rows)
     except (TypeError, ValueError) as e:
         raise TranscriptError(f"{path}: a row has a non-numeric onset, duration or confidence ({e})") from None
+    bad = [i for i, c in enumerate(conf) if c is not None and not 0.0 <= c <= 1.0]
+    if bad:
+        raise TranscriptError(f"{path}: row {bad[0] + 2} has confidence {conf[bad[0]]}, outside 0-1")
     if durations is None:
         order = sorted(range(len(rows)), key=lambda i: onsets[i])
         durations = [0.0] * len(rows)
@@ -172,13 +175,13 @@ def transcript_search(media: Path) -> tuple[Path | None, str]:
     for folder, where in ((media.parent, "beside the media"), (media.parent / "transcripts", "in transcripts/")):
         if not folder.is_dir():
             continue
-        same = sorted(p for p in folder.iterdir() if p.is_file() and p.stem == stem and p != media
-                      and p.suffix.lower() in TRANSCRIPT_SUFFIXES)
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p != media)
+        same = [p for p in files if p.stem == stem and p.suffix.lower() in TRANSCRIPT_SUFFIXES]
         if same:
             return same[0], f"{same[0].name} ({where}, same stem)"
-        words = folder / f"{stem}{WORDS_SUFFIX}"
-        if words.is_file():
-            return words, f"{words.name} ({where})"
+        words = [p for p in files if p.name.lower() == f"{stem}{WORDS_SUFFIX}".lower()]
+        if words:
+            return words[0], f"{words[0].name} ({where})"
     return None, (f"no transcript ({stem}.{{TextGrid,srt,vtt,tsv}} or {stem}{WORDS_SUFFIX}, beside the media or "
                   f"in transcripts/)")
 
