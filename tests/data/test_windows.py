@@ -100,3 +100,67 @@ def test_sampler_mixes_studies_by_weight_and_resumes(study):
     assert again.draw(1000) == draws[1000:]                  # a resumed sampler continues the same sequence
     with pytest.raises(ValueError, match="weights for unknown studies"):
         WindowSampler(ws, {"c": 1.0})
+
+
+def test_windows_with_and_without_a_teacher_share_a_batch_with_activations(study, broken_copy):
+    """A stimulus without teacher outputs beside one with them: per-item validity, activations carried
+    with their times, and the model's KD features on those times."""
+    import json
+
+    from tinytribe.model import create_model
+
+    path = broken_copy / "study.json"
+    data = json.loads(path.read_text())
+    data["stimuli"]["story02"]["teacher"] = []
+    path.write_text(json.dumps(data))
+    s = load_study(broken_copy)
+    a = next(w for w in make_windows(s, s.split("train"), n_trs=10) if s.runs[w.run].stimulus == "story01")
+    b = next(w for w in make_windows(s, s.split("train"), n_trs=10) if s.runs[w.run].stimulus == "story02")
+    items = [window_item(s, a), window_item(s, b)]
+    batch = collate(items)
+    assert batch["has_teacher"].tolist() == [True, False]
+    assert batch["teacher_valid"][0].any() and not batch["teacher_valid"][1].any()
+    acts, valid = batch["teacher_acts"]["fusion_l4"], batch["teacher_acts_valid"]["fusion_l4"]
+    assert acts.shape[0] == 2 and acts.shape[2] == 1152 and valid[0].sum() == items[0]["teacher_acts"]["fusion_l4"].shape[0]
+    assert not valid[1].any() and batch["kd_grids"]["fusion_l4"].width_s == 0.5
+    model = create_model("tiny-tribe-demo").eval()
+    with torch.no_grad():
+        out = model(batch["features"], batch["available"], batch["t0"], batch["grids"], batch["subject"],
+                    masks=batch["masks"], kd_grids=batch["kd_grids"])
+    kd = out.kd["fusion_l4"]
+    assert kd.shape == (2, acts.shape[1], 1152) and torch.isfinite(kd[valid]).all()
+    # the KD feature of an activation row is the mean of the model's per-step KD features over its 0.5 s
+    t = batch["kd_grids"]["fusion_l4"].times[0, 3].item()
+    step = int(round((t - batch["t0"][0].item()) * 2))
+    torch.testing.assert_close(kd[0, 3], out.kd_features[0, step], rtol=1e-5, atol=1e-6)
+
+
+def test_subjects_are_told_apart_by_study(demo_study, broken_copy):
+    """Two studies that both have a sub-01 give them different FiLM rows."""
+    import json
+
+    from tinytribe.data.windows import SubjectIndex
+
+    path = broken_copy / "study.json"
+    data = json.loads(path.read_text())
+    data["name"] = "another-study"
+    path.write_text(json.dumps(data))
+    a, b = load_study(demo_study, teacher=False), load_study(broken_copy, teacher=False)
+    index = SubjectIndex([a, b])
+    assert len(index) == 8 and index.row(a, "sub-01") == 0 and index.row(b, "sub-01") == 4
+    w = make_windows(b, [0], n_trs=5)[0]
+    item = window_item(b, w, subjects=index)
+    assert item["subject"] == 4 + b.subjects.index(b.runs[0].subject)
+    assert item["subject_key"] == ("another-study", b.runs[0].subject)
+    assert window_item(b, w)["subject"] == b.subjects.index(b.runs[0].subject)   # one study: its own order
+    with pytest.raises(KeyError, match="subject 'sub-01' of study 'another-study' is not in this subject index"):
+        SubjectIndex([a]).row(b, "sub-01")
+
+
+def test_teacher_predictions_are_zscored_per_stimulus(demo_study):
+    z = load_study(demo_study).stimuli["test01"].teacher.predictions
+    raw = load_study(demo_study, teacher_zscore=False).stimuli["test01"].teacher.predictions.astype(np.float64)
+    live = raw.std(0) > 0
+    np.testing.assert_allclose(z[:, live].mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z[:, live].std(0), 1.0, atol=1e-3)
+    assert abs(raw[:, live].std(0).mean() - 1.0) > 0.05         # the raw units are not already z-scores

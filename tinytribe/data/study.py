@@ -204,7 +204,7 @@ def detrend_run(fmri: np.ndarray, times_s: np.ndarray, kind: Detrend, **kwargs) 
 def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["error", "drop", "interpolate"] = "error",
                length_tolerance_s: float = 20.0, missing_runs: Literal["warn", "error"] = "warn",
                teacher: bool = True, subjects: list[str] | None = None, detrend: Detrend | None = None,
-               detrend_order: int = 2, high_pass_hz: float = 0.01) -> LoadedStudy:
+               detrend_order: int = 2, high_pass_hz: float = 0.01, teacher_zscore: bool = True) -> LoadedStudy:
     """Load and validate a study folder (see the module docstring).
 
     Args:
@@ -216,6 +216,8 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
         length_tolerance_s: how far a run's BOLD span may differ from its stimulus's duration.
         missing_runs: a run whose fMRI file is missing: skip it with a warning, or refuse.
         teacher: load (and stitch) the stimuli's teacher chunks.
+        teacher_zscore: z-score the teacher's predictions per stimulus and output (as runs are), so that a
+            loss against the teacher and one against fMRI are on the same scale; False keeps its units.
         subjects: load only these subjects.
     """
     if nan_policy not in ("error", "drop", "interpolate"):
@@ -273,6 +275,8 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
                 except FormatError as e:
                     raise StudyError(str(e).splitlines()[0]) from None
             tc = stitch_chunks(chunks)
+            if teacher_zscore:   # per stimulus and output, as fMRI runs are per run: MSE against either means the same
+                tc.predictions = zscore_runs(tc.predictions.astype(np.float32))
         stimuli[sid] = StimulusData(sid, st.duration_s, fc, modalities, tc)
 
     runs: list[RunData] = []

@@ -69,15 +69,41 @@ def make_windows(study: LoadedStudy, runs: Selection | list[int] | None = None, 
     return out
 
 
-def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0) -> dict[str, Any]:
+class SubjectIndex:
+    """FiLM rows for subjects identified by (study, subject): ``sub-01`` of two studies are two people.
+
+    Built from the studies a model is trained on, in order; a study's subjects keep their order.
+    """
+
+    def __init__(self, studies: list[LoadedStudy]):
+        self.keys: list[tuple[str, str]] = []
+        for st in studies:
+            self.keys += [(st.study.name, s) for s in st.subjects if (st.study.name, s) not in self.keys]
+        self._row = {k: i for i, k in enumerate(self.keys)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def row(self, study: LoadedStudy, subject: str) -> int:
+        key = (study.study.name, subject)
+        if key not in self._row:
+            raise KeyError(f"subject {subject!r} of study {study.study.name!r} is not in this subject index "
+                           f"({len(self.keys)} subjects of {len({k[0] for k in self.keys})} studies)")
+        return self._row[key]
+
+
+def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0,
+                subjects: SubjectIndex | None = None) -> dict[str, Any]:
     """Everything one window holds, as numpy arrays.
 
     Returns a dict with ``features`` / ``masks`` (per modality, (T, D) float32 / (T,) bool; the
     student's inputs, :meth:`~tinytribe.formats.FeatureCache.model_input`), ``t0``
     (stimulus time of feature step 0), ``rate_hz``, ``available`` (3,) bool in ``MODALITIES`` order,
-    ``fmri`` (N, V), ``bold_times_s`` (N,), ``tr_s``, ``subject``, ``stimulus``, and -- when the
-    stimulus has a teacher -- ``teacher`` (K, V_t), ``teacher_times_s`` (K,), ``teacher_width_s``,
-    ``teacher_acts`` (name -> (M, D)) and ``teacher_act_times_s``.
+    ``fmri`` (N, V), ``bold_times_s`` (N,), ``tr_s``, ``subject`` (the FiLM row: the subject's row in
+    ``subjects``, or its index in this study), ``subject_key`` (study, subject), ``stimulus``, and --
+    when the stimulus has a teacher -- ``teacher`` (K, V_t), ``teacher_times_s`` (K,),
+    ``teacher_width_s``, ``teacher_acts`` (name -> (M, D)), ``teacher_act_times_s`` and
+    ``teacher_act_width_s`` (the time one activation row stands for: its spacing).
     """
     run = study.runs[w.run]
     stim = study.stimuli[run.stimulus]
@@ -101,19 +127,21 @@ def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0) -> di
         "features": feats, "masks": masks, "t0": fc.t0_s + i0 / rate, "rate_hz": rate,
         "available": np.array([m in stim.modalities for m in MODALITIES]),
         "fmri": run.fmri[w.first:w.first + w.n], "bold_times_s": bold, "tr_s": run.tr_s,
-        "subject": run.subject_index, "stimulus": run.stimulus}
+        "subject": subjects.row(study, run.subject) if subjects is not None else run.subject_index,
+        "subject_key": (study.study.name, run.subject), "stimulus": run.stimulus}
     tc = stim.teacher
     if tc is not None:
         keep = (tc.bold_times_s >= bold[0] - EPS) & (tc.bold_times_s + tc.sample_width_s <= t_end + EPS)
         item |= {"teacher": tc.predictions[keep].astype(np.float32), "teacher_times_s": tc.bold_times_s[keep],
                  "teacher_width_s": tc.sample_width_s}
         f_start = fc.t0_s + i0 / rate
-        acts, times = {}, {}
+        acts, times, widths = {}, {}, {}
         for name, a in tc.activations.items():
             t = tc.activation_times_s[name]
             k = (t >= f_start - EPS) & (t < t_end - EPS)
             acts[name], times[name] = a[k].astype(np.float32), t[k]
-        item |= {"teacher_acts": acts, "teacher_act_times_s": times}
+            widths[name] = float(np.median(np.diff(t))) if t.size > 1 else 1.0 / rate
+        item |= {"teacher_acts": acts, "teacher_act_times_s": times, "teacher_act_width_s": widths}
     return item
 
 
@@ -128,7 +156,10 @@ def collate(items: list[dict[str, Any]]):
     Returns:
         a dict: ``features`` {m: (B, T, D)}, ``masks`` {m: (B, T)}, ``available`` (B, 3), ``t0`` (B,),
         ``grids`` {"fmri": TimeGrid[, "teacher": TimeGrid]}, ``fmri`` (B, N, V), ``fmri_valid`` (B, N),
-        ``subject`` (B,), and ``teacher`` (B, K, V_t) / ``teacher_valid`` (B, K) when every item has one.
+        ``subject`` (B,), and when any item has a teacher: ``teacher`` (B, K, V_t), ``teacher_valid``
+        (B, K), ``has_teacher`` (B,) -- items without one have no valid row, so windows with and without
+        a teacher share a batch -- and ``teacher_acts`` {name: (B, M, D)}, ``teacher_acts_valid``
+        {name: (B, M)}, ``kd_grids`` {name: TimeGrid} (the activations' times, for the model's KD features).
     """
     import torch
 
@@ -153,24 +184,37 @@ def collate(items: list[dict[str, Any]]):
         feats[m], masks[m] = torch.from_numpy(x), torch.from_numpy(k)
     t0 = torch.tensor([it["t0"] for it in items], dtype=torch.float64)
 
-    def targets(key: str, times_key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        N = max(it[key].shape[0] for it in items)
-        V = items[0][key].shape[1]
+    def targets(values: list[np.ndarray | None], times: list[np.ndarray | None]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stack per-item (n_b, V) values at (n_b,) times; None: an item without them (no valid row)."""
+        N = max([v.shape[0] for v in values if v is not None] + [1])
+        V = next(v.shape[1] for v in values if v is not None)
         y = np.zeros((B, N, V), np.float32)
         t = np.full((B, N), np.nan)
-        for b, it in enumerate(items):
-            n = it[key].shape[0]
-            y[b, :n], t[b, :n] = it[key], it[times_key]
+        for b, (v, tt) in enumerate(zip(values, times)):
+            if v is not None:
+                y[b, :v.shape[0]], t[b, :v.shape[0]] = v, tt
         return torch.from_numpy(y), torch.from_numpy(t), torch.from_numpy(~np.isnan(t))
 
-    fmri, times, valid = targets("fmri", "bold_times_s")
+    fmri, times, valid = targets([it["fmri"] for it in items], [it["bold_times_s"] for it in items])
     batch = {"features": feats, "masks": masks, "available": torch.from_numpy(np.stack([it["available"] for it in items])),
              "t0": t0, "grids": {"fmri": TimeGrid(times, items[0]["tr_s"])}, "fmri": fmri, "fmri_valid": valid,
              "subject": torch.tensor([it["subject"] for it in items])}
-    if all("teacher" in it for it in items):
-        y, t, v = targets("teacher", "teacher_times_s")
-        batch |= {"teacher": y, "teacher_valid": v}
-        batch["grids"]["teacher"] = TimeGrid(t, items[0]["teacher_width_s"])
+    with_teacher = [it for it in items if "teacher" in it]
+    if with_teacher:
+        widths = {it["teacher_width_s"] for it in with_teacher}
+        if len(widths) > 1:
+            raise ValueError(f"windows mix teacher sample widths {sorted(widths)}: batch each teacher separately")
+        y, t, v = targets([it.get("teacher") for it in items], [it.get("teacher_times_s") for it in items])
+        batch |= {"teacher": y, "teacher_valid": v, "has_teacher": torch.tensor(["teacher" in it for it in items])}
+        batch["grids"]["teacher"] = TimeGrid(t, widths.pop())
+        acts, acts_valid, kd_grids = {}, {}, {}
+        for name in with_teacher[0]["teacher_acts"]:
+            a, at, av = targets([it["teacher_acts"][name] if "teacher" in it else None for it in items],
+                                [it["teacher_act_times_s"][name] if "teacher" in it else None for it in items])
+            acts[name], acts_valid[name] = a, av
+            kd_grids[name] = TimeGrid(at, with_teacher[0]["teacher_act_width_s"][name])
+        batch |= {"teacher_acts": acts, "teacher_acts_valid": acts_valid, "kd_grids": kd_grids}
     return batch
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ class TinyTribeOutput:
         available: (B, M) the modalities actually used (after modality dropout) at any step.
         fused: (B, T, D) pooled fused representation at the feature rate (``return_fused``).
         kd_features: (B, T, teacher_dim) its projection for feature distillation (``return_fused``).
+        kd: per grid of ``kd_grids``, that projection averaged onto the grid: (B, M, teacher_dim).
     """
 
     responses: dict[str, torch.Tensor]
@@ -41,6 +42,7 @@ class TinyTribeOutput:
     available: torch.Tensor
     fused: torch.Tensor | None = None
     kd_features: torch.Tensor | None = None
+    kd: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class TinyTribe(nn.Module):
@@ -128,7 +130,8 @@ class TinyTribe(nn.Module):
     def forward(self, features: dict[str, torch.Tensor], available: torch.Tensor, t0: torch.Tensor,
                 grids: dict[str, TimeGrid], subject: torch.Tensor | None = None, *, causal: bool = False,
                 masks: dict[str, torch.Tensor] | None = None, p_modality_dropout: float = 0.0,
-                router_temperature: float = 1.0, return_fused: bool = False) -> TinyTribeOutput:
+                router_temperature: float = 1.0, return_fused: bool = False,
+                kd_grids: dict[str, TimeGrid] | None = None) -> TinyTribeOutput:
         """Predict responses on each requested time grid.
 
         Args:
@@ -137,6 +140,8 @@ class TinyTribe(nn.Module):
             grids: named target grids, e.g. ``{"fmri": TimeGrid(times, 1.49), "teacher": TimeGrid(times, 1.0)}``.
             subject: (B,) subject ids; None or -1 for the average subject.
             return_fused: also return the pooled representation and its KD projection.
+            kd_grids: named grids to average the KD projection onto (the teacher activations' times,
+                overlap-weighted as the responses are): ``out.kd[name]`` (B, M, teacher_dim).
         """
         tokens, step_mask, aux = self.encode(features, available, causal=causal, masks=masks,
                                              p_modality_dropout=p_modality_dropout,
@@ -148,8 +153,11 @@ class TinyTribe(nn.Module):
                      for name, g in grids.items()}  # (B, N, V) each
         out = TinyTribeOutput(responses=responses, aux_loss=aux["aux_loss"], aux=aux, gates=gates,
                               available=step_mask.any(dim=1))
-        if return_fused:
+        if return_fused or kd_grids:
             out.fused, out.kd_features = fused, self.kd_head(fused)  # (B, T, D), (B, T, teacher_dim)
+        for name, g in (kd_grids or {}).items():
+            w = overlap_weights(t0, h.shape[1], self.config.feature_rate_hz, g)  # (B, M, T)
+            out.kd[name] = w.to(out.kd_features.dtype) @ out.kd_features  # (B, M, teacher_dim)
         return out
 
     def add_subjects(self, n: int) -> list[nn.Parameter]:

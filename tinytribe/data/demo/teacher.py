@@ -9,8 +9,11 @@ predicts from the simulator's *average subject* with structured errors, not whit
 - it sees things that are not there: smooth spatial maps following slow stimulus-locked drifts.
 
 The drifts are scaled per vertex so that the teacher's r against the truth is ``target_r`` (default
-0.5) in responsive cortex; ``build.attach_teacher`` measures the r it really reaches. KD is thus
-never judged against an oracle.
+0.87) in responsive cortex, where delay, blur and leakage allow it (elsewhere they alone cap it, and no
+drift is added: at 0.87 about half of the responsive vertices keep drifts). ``build.attach_teacher``
+measures the r it really reaches. At 0.87 the teacher reaches about 0.75 of the pooled noise ceiling on
+the responsive vertices of the small demo's test split and beats the ridge, as TRIBE v2 does on real
+data; KD is still never judged against an oracle.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class DemoTeacher:
         seed: fixes the teacher's own errors.
     """
 
-    def __init__(self, *, study: str | Path, target_r: float = 0.5, seed: int = 1):
+    def __init__(self, *, study: str | Path, target_r: float = 0.87, seed: int = 1):
         if not 0 < target_r < 1:
             raise ValueError(f"target_r must be in (0, 1), got {target_r}")
         self.root = Path(study)
