@@ -164,3 +164,46 @@ def test_teacher_predictions_are_zscored_per_stimulus(demo_study):
     np.testing.assert_allclose(z[:, live].mean(0), 0.0, atol=1e-5)
     np.testing.assert_allclose(z[:, live].std(0), 1.0, atol=1e-3)
     assert abs(raw[:, live].std(0).mean() - 1.0) > 0.05         # the raw units are not already z-scores
+
+
+def test_a_corpus_without_fmri_yields_windows_with_teacher_targets(broken_copy):
+    """Stimuli with teacher outputs and no runs (Phase 2's main data): windows on the teacher's grid,
+    held-out time ranges respected, batched beside fMRI windows."""
+    import json
+
+    from tinytribe.data.windows import StimulusWindow, make_stimulus_windows
+    from tinytribe.model import create_model
+
+    path = broken_copy / "study.json"
+    data = json.loads(path.read_text())
+    data["runs"] = [r for r in data["runs"] if r["stimulus"] != "story02"]        # story02: a corpus stimulus
+    data["splits"]["train"] = [p for p in data["splits"]["train"] if p != "story02"] + [
+        {"stimulus": "story02", "start_s": 0.0, "end_s": 25.0}]
+    data["splits"]["val"].append({"stimulus": "story02", "start_s": 25.0, "end_s": 60.0})
+    path.write_text(json.dumps(data))
+    s = load_study(broken_copy)
+    assert not any(r.stimulus == "story02" for r in s.runs)
+    train = [w for w in make_stimulus_windows(s, "train", length_s=10.0) if w.stimulus == "story02"]
+    assert train == [StimulusWindow("story02", 5.0, 15.0), StimulusWindow("story02", 15.0, 25.0)]   # teacher rows 5..
+    val = [w for w in make_stimulus_windows(s, "val", length_s=10.0) if w.stimulus == "story02"]
+    assert val[0].start_s == 25.0 and val[-1].end_s == 35.0                       # rows to 34 s (+1 s wide)
+    it = window_item(s, train[0])
+    assert it["fmri"] is None and it["subject"] == -1
+    np.testing.assert_array_equal(it["teacher_times_s"], np.arange(5.0, 15.0))
+    acts_t = it["teacher_act_times_s"]["fusion_l4"]
+    assert acts_t[0] == 0.0 and acts_t[-1] == 14.5            # 2 Hz, from the stimulus start (16 s lead-in) to 15 s
+    fmri_w = next(w for w in make_windows(s, s.split("train"), n_trs=10) if s.runs[w.run].stimulus == "story01")
+    batch = collate([window_item(s, fmri_w), it])
+    assert batch["fmri_valid"][0].all() and not batch["fmri_valid"][1].any() and batch["has_teacher"].all()
+    model = create_model("tiny-tribe-demo").eval()
+    with torch.no_grad():
+        out = model(batch["features"], batch["available"], batch["t0"], batch["grids"], batch["subject"],
+                    masks=batch["masks"], kd_grids=batch["kd_grids"])
+    assert out.responses["teacher"].shape == (2, 10, 5124) and torch.isfinite(out.responses["teacher"]).all()
+    only = collate([it])
+    assert "fmri" not in only and "fmri" not in only["grids"] and only["teacher"].shape == (1, 10, 5124)
+    with pytest.raises(ValueError, match="grid must be 'teacher' or 'time'"):
+        make_stimulus_windows(s, grid="tr")
+    plain = make_stimulus_windows(s, ["silent01"], length_s=12.0, grid="time")
+    assert [(w.start_s, w.end_s) for w in plain] == [(0.0, 12.0), (12.0, 24.0)]      # the 6 s rest < min_s
+    assert len(make_stimulus_windows(s, ["silent01"], length_s=12.0, grid="time", min_s=5.0)) == 3

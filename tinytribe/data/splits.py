@@ -140,3 +140,15 @@ def time_folds(study: "LoadedStudy", k: int = 5, *, gap_s: float | None = None, 
                 train.append(SplitRange(s, b + gap_s, hi))
         folds.append({"train": train, "test": test})
     return folds
+
+
+def stimulus_intervals(study: "LoadedStudy", parts: list[SplitPart] | None = None) -> dict[str, list[tuple[float, float]]]:
+    """The stretches of stimulus time that split parts hold, per stimulus (for windows over stimuli,
+    with or without fMRI runs): a whole stimulus is ``[0, duration)``; ``None`` holds every stimulus."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for p in (list(study.stimuli) if parts is None else parts):
+        if isinstance(p, str):
+            out.setdefault(p, []).append((0.0, study.stimuli[p].duration_s))
+        else:
+            out.setdefault(p.stimulus, []).append((p.start_s, p.end_s))
+    return {k: sorted(v) for k, v in out.items()}

@@ -40,6 +40,63 @@ class Window:
     n: int
 
 
+@dataclass(frozen=True)
+class StimulusWindow:
+    """``[start_s, end_s)`` of BOLD time of a stimulus, with or without fMRI runs: the teacher's rows
+    (and activations) in it are the targets. For corpora without fMRI (distillation, self-supervision)."""
+
+    stimulus: str
+    start_s: float
+    end_s: float
+
+
+def make_stimulus_windows(study: LoadedStudy, parts: list | str | None = None, *, length_s: float = 150.0,
+                          stride_s: float | None = None, grid: str = "teacher", min_s: float = 10.0
+                          ) -> list[StimulusWindow]:
+    """Windows of ``length_s`` seconds every ``stride_s`` (default ``length_s``) over stimuli.
+
+    Args:
+        parts: a split's name, split parts (stimulus ids, time ranges), or None: every stimulus with a
+            teacher (``grid="teacher"``) or every stimulus (``grid="time"``). Windows lie inside the
+            parts' time ranges, so held-out stretches of a corpus stay held out.
+        grid: ``"teacher"``: windows start on the teacher's rows (BOLD times; a stimulus without teacher
+            outputs has none); ``"time"``: plain stimulus time from each stretch's start.
+        min_s: a last window shorter than this is dropped.
+    """
+    from tinytribe.data.splits import stimulus_intervals
+
+    if grid not in ("teacher", "time"):
+        raise ValueError(f"grid must be 'teacher' or 'time', got {grid!r}")
+    if length_s <= 0 or (stride_s is not None and stride_s <= 0):
+        raise ValueError(f"length_s and stride_s must be > 0, got {length_s}, {stride_s}")
+    if isinstance(parts, str):
+        if parts not in study.study.splits:
+            raise ValueError(f"{study.root / 'study.json'}: no split {parts!r} (splits: {', '.join(study.study.splits)})")
+        parts = study.study.splits[parts]
+    stride = stride_s or length_s
+    out = []
+    for sid, stretches in stimulus_intervals(study, parts).items():
+        tc = study.stimuli[sid].teacher
+        if grid == "teacher" and tc is None:
+            if parts is not None:
+                raise ValueError(f"stimulus {sid!r} has no teacher outputs: windows on the teacher's grid need them "
+                                 f"(grid='time' windows plain time)")
+            continue
+        for a, b in stretches:
+            if grid == "teacher":   # the teacher rows that lie inside the stretch
+                t = tc.bold_times_s[(tc.bold_times_s >= a - EPS) & (tc.bold_times_s + tc.sample_width_s <= b + EPS)]
+                if not t.size:
+                    continue
+                a, b = float(t[0]), float(t[-1] + tc.sample_width_s)
+            start = a
+            while start < b - EPS:
+                end = min(start + length_s, b)
+                if end - start >= min(min_s, length_s) - EPS:
+                    out.append(StimulusWindow(sid, float(start), float(end)))
+                start += stride
+    return out
+
+
 def make_windows(study: LoadedStudy, runs: Selection | list[int] | None = None, *, n_trs: int = 50,
                  stride_trs: int | None = None, min_trs: int = 1) -> list[Window]:
     """Windows of ``n_trs`` TRs every ``stride_trs`` (default ``n_trs``: no overlap) over the runs.
@@ -92,7 +149,7 @@ class SubjectIndex:
         return self._row[key]
 
 
-def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0,
+def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: float = 16.0,
                 subjects: SubjectIndex | None = None) -> dict[str, Any]:
     """Everything one window holds, as numpy arrays.
 
@@ -100,18 +157,23 @@ def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0,
     student's inputs, :meth:`~tinytribe.formats.FeatureCache.model_input`), ``t0``
     (stimulus time of feature step 0), ``rate_hz``, ``available`` (3,) bool in ``MODALITIES`` order,
     ``fmri`` (N, V), ``bold_times_s`` (N,), ``tr_s``, ``subject`` (the FiLM row: the subject's row in
-    ``subjects``, or its index in this study), ``subject_key`` (study, subject), ``stimulus``, and --
+    ``subjects``, or its index in this study), ``subject_key`` (study, subject) -- all None (subject
+    -1, the average) for a :class:`StimulusWindow` --, ``stimulus``, and --
     when the stimulus has a teacher -- ``teacher`` (K, V_t), ``teacher_times_s`` (K,),
     ``teacher_width_s``, ``teacher_acts`` (name -> (M, D)), ``teacher_act_times_s`` and
     ``teacher_act_width_s`` (the time one activation row stands for: its spacing).
     """
-    run = study.runs[w.run]
-    stim = study.stimuli[run.stimulus]
+    if isinstance(w, StimulusWindow):
+        run, stim = None, study.stimuli[w.stimulus]
+        t_start, t_end = w.start_s, w.end_s
+    else:
+        run = study.runs[w.run]
+        stim = study.stimuli[run.stimulus]
+        bold = run.bold_times_s[w.first:w.first + w.n]
+        t_start, t_end = bold[0], bold[-1] + run.tr_s
     fc = stim.features
     rate = fc.rate_hz
-    bold = run.bold_times_s[w.first:w.first + w.n]
-    t_end = bold[-1] + run.tr_s
-    i0 = math.floor((bold[0] - lead_in_s - fc.t0_s) * rate + EPS)
+    i0 = math.floor((t_start - lead_in_s - fc.t0_s) * rate + EPS)
     i1 = math.ceil((t_end - fc.t0_s) * rate - EPS)          # steps starting before t_end: every TR covered
     lo, hi = max(i0, 0), min(i1, fc.n_steps)
     feats, masks = {}, {}
@@ -125,13 +187,16 @@ def window_item(study: LoadedStudy, w: Window, *, lead_in_s: float = 16.0,
         feats[m], masks[m] = x, k
     item: dict[str, Any] = {
         "features": feats, "masks": masks, "t0": fc.t0_s + i0 / rate, "rate_hz": rate,
-        "available": np.array([m in stim.modalities for m in MODALITIES]),
-        "fmri": run.fmri[w.first:w.first + w.n], "bold_times_s": bold, "tr_s": run.tr_s,
-        "subject": subjects.row(study, run.subject) if subjects is not None else run.subject_index,
-        "subject_key": (study.study.name, run.subject), "stimulus": run.stimulus}
+        "available": np.array([m in stim.modalities for m in MODALITIES]), "stimulus": stim.id}
+    if run is not None:
+        item |= {"fmri": run.fmri[w.first:w.first + w.n], "bold_times_s": bold, "tr_s": run.tr_s,
+                 "subject": subjects.row(study, run.subject) if subjects is not None else run.subject_index,
+                 "subject_key": (study.study.name, run.subject)}
+    else:   # a corpus window: no fMRI, no subject (the average subject predicts the teacher)
+        item |= {"fmri": None, "bold_times_s": None, "tr_s": None, "subject": -1, "subject_key": None}
     tc = stim.teacher
     if tc is not None:
-        keep = (tc.bold_times_s >= bold[0] - EPS) & (tc.bold_times_s + tc.sample_width_s <= t_end + EPS)
+        keep = (tc.bold_times_s >= t_start - EPS) & (tc.bold_times_s + tc.sample_width_s <= t_end + EPS)
         item |= {"teacher": tc.predictions[keep].astype(np.float32), "teacher_times_s": tc.bold_times_s[keep],
                  "teacher_width_s": tc.sample_width_s}
         f_start = fc.t0_s + i0 / rate
@@ -155,8 +220,9 @@ def collate(items: list[dict[str, Any]]):
 
     Returns:
         a dict: ``features`` {m: (B, T, D)}, ``masks`` {m: (B, T)}, ``available`` (B, 3), ``t0`` (B,),
-        ``grids`` {"fmri": TimeGrid[, "teacher": TimeGrid]}, ``fmri`` (B, N, V), ``fmri_valid`` (B, N),
-        ``subject`` (B,), and when any item has a teacher: ``teacher`` (B, K, V_t), ``teacher_valid``
+        ``grids`` {"fmri": TimeGrid[, "teacher": TimeGrid]}, ``fmri`` (B, N, V) and ``fmri_valid`` (B, N)
+        when any item has fMRI (a corpus window's row is never valid), ``subject`` (B,; -1 for corpus
+        windows: the average subject), and when any item has a teacher: ``teacher`` (B, K, V_t), ``teacher_valid``
         (B, K), ``has_teacher`` (B,) -- items without one have no valid row, so windows with and without
         a teacher share a batch -- and ``teacher_acts`` {name: (B, M, D)}, ``teacher_acts_valid``
         {name: (B, M)}, ``kd_grids`` {name: TimeGrid} (the activations' times, for the model's KD features).
@@ -168,7 +234,7 @@ def collate(items: list[dict[str, Any]]):
     if not items:
         raise ValueError("collate needs at least one window")
     rates = {it["rate_hz"] for it in items}
-    trs = {round(it["tr_s"], 6) for it in items}
+    trs = {round(it["tr_s"], 6) for it in items if it["tr_s"] is not None}
     if len(rates) > 1 or len(trs) > 1:
         raise ValueError(f"windows mix feature rates {sorted(rates)} or TRs {sorted(trs)}: batch each study separately")
     T = max(next(iter(it["features"].values())).shape[0] for it in items)
@@ -196,10 +262,12 @@ def collate(items: list[dict[str, Any]]):
                 y[b, :v.shape[0]], t[b, :v.shape[0]] = v, tt
         return torch.from_numpy(y), torch.from_numpy(t), torch.from_numpy(~np.isnan(t))
 
-    fmri, times, valid = targets([it["fmri"] for it in items], [it["bold_times_s"] for it in items])
     batch = {"features": feats, "masks": masks, "available": torch.from_numpy(np.stack([it["available"] for it in items])),
-             "t0": t0, "grids": {"fmri": TimeGrid(times, items[0]["tr_s"])}, "fmri": fmri, "fmri_valid": valid,
-             "subject": torch.tensor([it["subject"] for it in items])}
+             "t0": t0, "grids": {}, "subject": torch.tensor([it["subject"] for it in items])}
+    if trs:   # items of corpus windows have no fMRI: no valid row
+        fmri, times, valid = targets([it["fmri"] for it in items], [it["bold_times_s"] for it in items])
+        batch |= {"fmri": fmri, "fmri_valid": valid}
+        batch["grids"]["fmri"] = TimeGrid(times, trs.pop())
     with_teacher = [it for it in items if "teacher" in it]
     if with_teacher:
         widths = {it["teacher_width_s"] for it in with_teacher}
