@@ -229,8 +229,10 @@ class JobDefinition:
 # --------------------------------------------------------------------------------------------------
 
 def _npz_bytes(arrays: dict[str, np.ndarray], meta: dict) -> bytes:
+    """An uncompressed .npz with row-major members (so that lazy readers can read rows: ``data.lazy``)."""
     buf = io.BytesIO()
-    np.savez(buf, meta=np.array(json.dumps(meta, allow_nan=False)), **arrays)
+    np.savez(buf, meta=np.array(json.dumps(meta, allow_nan=False)),
+             **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
     return buf.getvalue()
 
 
@@ -341,13 +343,17 @@ class FeatureCache:
         """Start time of each step, in stimulus seconds: ``(T,)`` float64."""
         return self.t0_s + np.arange(self.n_steps) / self.rate_hz
 
-    def model_input(self, modality: str) -> np.ndarray:
-        """(T, D) float32: what the student's projector for ``modality`` reads. For text, the embedding
-        followed by the timing channels (``TEXT_TIMING`` order) times ``TIMING_SCALE``."""
-        x = self.features[modality].astype(np.float32)
+    def model_input(self, modality: str, start: int | None = None, stop: int | None = None,
+                    dtype: Any = np.float32) -> np.ndarray:
+        """(T, D) of steps ``start:stop`` (default all), in ``dtype``: what the student's projector for
+        ``modality`` reads. For text, the embedding followed by the timing channels (``TEXT_TIMING``
+        order) times ``TIMING_SCALE``."""
+        steps = slice(start, stop)
+        x = self.features[modality][steps].astype(dtype)
         if modality != "text":
             return x
-        return np.concatenate([x] + [TIMING_SCALE * self.timing[k][:, None] for k in TEXT_TIMING], axis=1)
+        return np.concatenate([x] + [(TIMING_SCALE * self.timing[k][steps, None]).astype(dtype) for k in TEXT_TIMING],
+                              axis=1)
 
     def save(self, path: str | Path) -> Path:
         arrays = {f"feat__{m}": a for m, a in self.features.items()}
@@ -466,6 +472,13 @@ class TeacherChunk:
             if a.ndim != 2 or t.shape != (a.shape[0],):
                 raise FormatError(f"{where}: activation {name} is {a.shape} with {t.shape} times")
             _check_finite(f"activation {name}", self.activations[name], where)
+
+    def take_predictions(self, mask: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        """(k, V): the rows ``mask`` selects (the same call reads a lazy teacher by rows)."""
+        return self.predictions[mask].astype(dtype)
+
+    def take_activation(self, name: str, mask: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        return self.activations[name][mask].astype(dtype)
 
     def save(self, path: str | Path) -> Path:
         arrays = {"predictions": self.predictions, "bold_times_s": self.bold_times_s}

@@ -204,7 +204,8 @@ def detrend_run(fmri: np.ndarray, times_s: np.ndarray, kind: Detrend, **kwargs) 
 def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["error", "drop", "interpolate"] = "error",
                length_tolerance_s: float = 20.0, missing_runs: Literal["warn", "error"] = "warn",
                teacher: bool = True, subjects: list[str] | None = None, detrend: Detrend | None = None,
-               detrend_order: int = 2, high_pass_hz: float = 0.01, teacher_zscore: bool = True) -> LoadedStudy:
+               detrend_order: int = 2, high_pass_hz: float = 0.01, teacher_zscore: bool = True,
+               lazy: bool = False) -> LoadedStudy:
     """Load and validate a study folder (see the module docstring).
 
     Args:
@@ -218,6 +219,8 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
         teacher: load (and stitch) the stimuli's teacher chunks.
         teacher_zscore: z-score the teacher's predictions per stimulus and output (as runs are), so that a
             loss against the teacher and one against fMRI are on the same scale; False keeps its units.
+        lazy: keep feature and teacher arrays on disk and read them window by window
+            (:mod:`tinytribe.data.lazy`), for corpora larger than memory; fMRI runs are still loaded.
         subjects: load only these subjects.
     """
     if nan_policy not in ("error", "drop", "interpolate"):
@@ -252,7 +255,12 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
         if not fpath.is_file():
             raise StudyError(f"{fpath}: features of stimulus {sid!r} missing (run the feature extraction)")
         try:
-            fc = FeatureCache.load(fpath)
+            if lazy:
+                from tinytribe.data.lazy import LazyFeatures
+
+                fc = LazyFeatures(fpath)
+            else:
+                fc = FeatureCache.load(fpath)
         except FormatError as e:
             raise StudyError(str(e).splitlines()[0]) from None
         modalities = st.modalities if st.modalities is not None else [m for m in MODALITIES if m in fc.features
@@ -262,7 +270,17 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
             raise StudyError(f"{fpath}: no {lacking[0]} features, but study.json lists {lacking[0]!r} among the "
                              f"modalities of {sid!r} (re-extract, or list only {', '.join(fc.features)})")
         tc = None
-        if teacher and st.teacher:
+        if teacher and st.teacher and lazy:
+            from tinytribe.data.lazy import LazyTeacher
+
+            missing = [root / rel for rel in st.teacher if not (root / rel).is_file()]
+            if missing:
+                raise StudyError(f"{missing[0]}: teacher chunk of stimulus {sid!r} missing")
+            try:
+                tc = LazyTeacher([root / rel for rel in st.teacher], zscore=teacher_zscore)
+            except (FormatError, ValueError) as e:
+                raise StudyError(str(e).splitlines()[0]) from None
+        elif teacher and st.teacher:
             from tinytribe.teacher.cache import stitch_chunks
 
             chunks = []

@@ -153,14 +153,15 @@ def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: fl
                 subjects: SubjectIndex | None = None) -> dict[str, Any]:
     """Everything one window holds, as numpy arrays.
 
-    Returns a dict with ``features`` / ``masks`` (per modality, (T, D) float32 / (T,) bool; the
-    student's inputs, :meth:`~tinytribe.formats.FeatureCache.model_input`), ``t0``
+    Returns a dict with ``features`` / ``masks`` (per modality, (T, D) float16 as cached / (T,) bool;
+    the student's inputs, :meth:`~tinytribe.formats.FeatureCache.model_input`: the model casts them on
+    its device), ``t0``
     (stimulus time of feature step 0), ``rate_hz``, ``available`` (3,) bool in ``MODALITIES`` order,
     ``fmri`` (N, V), ``bold_times_s`` (N,), ``tr_s``, ``subject`` (the FiLM row: the subject's row in
     ``subjects``, or its index in this study), ``subject_key`` (study, subject) -- all None (subject
     -1, the average) for a :class:`StimulusWindow` --, ``stimulus``, and --
     when the stimulus has a teacher -- ``teacher`` (K, V_t), ``teacher_times_s`` (K,),
-    ``teacher_width_s``, ``teacher_acts`` (name -> (M, D)), ``teacher_act_times_s`` and
+    ``teacher_width_s``, ``teacher_acts`` (name -> (M, D)), all float16, ``teacher_act_times_s`` and
     ``teacher_act_width_s`` (the time one activation row stands for: its spacing).
     """
     if isinstance(w, StimulusWindow):
@@ -177,12 +178,12 @@ def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: fl
     i1 = math.ceil((t_end - fc.t0_s) * rate - EPS)          # steps starting before t_end: every TR covered
     lo, hi = max(i0, 0), min(i1, fc.n_steps)
     feats, masks = {}, {}
-    for m in fc.features:
-        stream = fc.model_input(m)                           # (T, D): text with its timing channels
-        x = np.zeros((i1 - i0, stream.shape[1]), np.float32)
+    for m in fc.masks:
+        stream = fc.model_input(m, lo, max(hi, lo), dtype=np.float16)   # (hi - lo, D): text with its timing
+        x = np.zeros((i1 - i0, stream.shape[1]), np.float16)
         k = np.zeros(i1 - i0, bool)
         if hi > lo:
-            x[lo - i0:hi - i0] = stream[lo:hi]
+            x[lo - i0:hi - i0] = stream
             k[lo - i0:hi - i0] = fc.masks[m][lo:hi]
         feats[m], masks[m] = x, k
     item: dict[str, Any] = {
@@ -197,14 +198,14 @@ def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: fl
     tc = stim.teacher
     if tc is not None:
         keep = (tc.bold_times_s >= t_start - EPS) & (tc.bold_times_s + tc.sample_width_s <= t_end + EPS)
-        item |= {"teacher": tc.predictions[keep].astype(np.float32), "teacher_times_s": tc.bold_times_s[keep],
+        item |= {"teacher": tc.take_predictions(keep, np.float16), "teacher_times_s": tc.bold_times_s[keep],
                  "teacher_width_s": tc.sample_width_s}
         f_start = fc.t0_s + i0 / rate
         acts, times, widths = {}, {}, {}
-        for name, a in tc.activations.items():
+        for name in tc.activations:
             t = tc.activation_times_s[name]
             k = (t >= f_start - EPS) & (t < t_end - EPS)
-            acts[name], times[name] = a[k].astype(np.float32), t[k]
+            acts[name], times[name] = tc.take_activation(name, k, np.float16), t[k]
             widths[name] = float(np.median(np.diff(t))) if t.size > 1 else 1.0 / rate
         item |= {"teacher_acts": acts, "teacher_act_times_s": times, "teacher_act_width_s": widths}
     return item
@@ -213,7 +214,9 @@ def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: fl
 def collate(items: list[dict[str, Any]]):
     """Stack window items into a batch for :class:`tinytribe.model.TinyTribe`.
 
-    Feature streams of different lengths are padded at the *end* with zeros and mask 0, so that every
+    Arrays keep their dtypes (features, teacher and activations float16 as cached: half the memory
+    traffic; the model and the losses cast them on the device). Feature streams of different lengths
+    are padded at the *end* with zeros and mask 0, so that every
     item keeps its own ``t0`` and its steps keep their positions (the time embeddings are absolute);
     the model leaves masked steps out of attention and pooling, so an item's prediction is the same
     alone and batched. Targets are padded at the end with NaN times (ignored by the time grids).
@@ -242,11 +245,12 @@ def collate(items: list[dict[str, Any]]):
     feats, masks = {}, {}
     for m in items[0]["features"]:
         D = items[0]["features"][m].shape[1]
-        x = np.zeros((B, T, D), np.float32)
+        x = np.empty((B, T, D), items[0]["features"][m].dtype)
         k = np.zeros((B, T), bool)
         for b, it in enumerate(items):
             n = it["features"][m].shape[0]
             x[b, :n], k[b, :n] = it["features"][m], it["masks"][m]
+            x[b, n:] = 0.0
         feats[m], masks[m] = torch.from_numpy(x), torch.from_numpy(k)
     t0 = torch.tensor([it["t0"] for it in items], dtype=torch.float64)
 
@@ -255,11 +259,13 @@ def collate(items: list[dict[str, Any]]):
         """Stack per-item (n_b, V) values at (n_b,) times; None: an item without them (no valid row)."""
         N = max([v.shape[0] for v in values if v is not None] + [1])
         V = next(v.shape[1] for v in values if v is not None)
-        y = np.zeros((B, N, V), np.float32)
+        y = np.empty((B, N, V), next(v.dtype for v in values if v is not None))   # rows filled, then padding zeroed
         t = np.full((B, N), np.nan)
         for b, (v, tt) in enumerate(zip(values, times)):
-            if v is not None:
-                y[b, :v.shape[0]], t[b, :v.shape[0]] = v, tt
+            n = 0 if v is None else v.shape[0]
+            if n:
+                y[b, :n], t[b, :n] = v, tt
+            y[b, n:] = 0.0
         return torch.from_numpy(y), torch.from_numpy(t), torch.from_numpy(~np.isnan(t))
 
     batch = {"features": feats, "masks": masks, "available": torch.from_numpy(np.stack([it["available"] for it in items])),
