@@ -21,7 +21,9 @@
 #
 # 1. **stimuli** from real material -- photos from scikit-image with camera motion, cuts and still
 #    stretches; Aesop's fables spoken by espeak-ng; tones, noise bursts and silence; an audio-only
-#    story and a silent clip; two clips shown three times (for noise ceilings);
+#    story and a silent clip; two clips shown three times (for noise ceilings); and a teacher-only
+#    corpus (`corpus01` ...) of three times their minutes, with teacher outputs and no fMRI, as Phase 2's
+#    real data are;
 # 2. **features** by the real backbones through the normal extraction path (notebook 01);
 # 3. **simulated subjects** on fsaverage5: visual, auditory, language and default-mode regions (from
 #    HCP-MMP1 and Yeo-7) driven nonlinearly by video, audio and text, region-specific HRFs,
@@ -88,7 +90,9 @@ fig = plot_features(FeatureCache.load(root / "features" / f"{story.stem}.npz"))
 
 # %%
 study = build.simulate(root, size=size, seed=seed, space=space)
-print(f"{study.name}: {len(study.subjects)} subjects, {len(study.stimuli)} stimuli, {len(study.runs)} runs in {study.space}; "
+scanned = {r.stimulus for r in study.runs}
+print(f"{study.name}: {len(study.subjects)} subjects, {len(scanned)} stimuli with fMRI and "
+      f"{len(study.stimuli) - len(scanned)} of a teacher-only corpus, {len(study.runs)} runs in {study.space}; "
       f"splits {', '.join(f'{k} {len(v)}' for k, v in study.splits.items())}")
 g = sim.load_generator(root)
 fig = plot_surface_maps({f"driven by {m}": v for m, v in sim.modality_maps(g).items()}, cmap="viridis")

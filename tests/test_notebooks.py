@@ -134,7 +134,8 @@ def test_demo_notebook_builds_and_shows_the_study(demo_study):
     if not executed.exists():
         pytest.skip("the demo study was reused (TINYTRIBE_DEMO_STUDY), not built by this run")
     text = _text_outputs(executed)
-    for part in ("story01.mp4", "The", "North", "4 subjects, 8 stimuli, 48 runs in fsaverage4",
+    for part in ("story01.mp4", "The", "North",
+                 "4 subjects, 8 stimuli with fMRI and 6 of a teacher-only corpus, 48 runs in fsaverage4",
                  "teacher r vs truth", "true ceiling", "demo study ready"):
         assert part in text, part
     nb = json.loads(executed.read_text())
@@ -145,7 +146,7 @@ def test_demo_notebook_builds_and_shows_the_study(demo_study):
     from tinytribe.formats import TeacherChunk
 
     chunks = sorted((demo_study / "teacher_job" / "teacher").glob("*.npz"))
-    assert len(chunks) == 8 and TeacherChunk.load(chunks[0]).teacher["id"] == "tinytribe/demo-teacher"
+    assert len(chunks) == 8 + 6 and TeacherChunk.load(chunks[0]).teacher["id"] == "tinytribe/demo-teacher"  # + corpus
 
 
 @pytest.mark.notebook

@@ -13,7 +13,13 @@ from tinytribe.data.study import StudyError, load_study
 def test_demo_study_loads_zscored_with_teacher(demo_study):
     s = load_study(demo_study)
     assert s.warnings == []
-    assert len(s.subjects) == 4 and len(s.stimuli) == 8 and len(s.runs) == 4 * (6 + 2 * 3)
+    assert len(s.subjects) == 4 and len(s.stimuli) == 8 + 6 and len(s.runs) == 4 * (6 + 2 * 3)
+    corpus = [k for k in s.stimuli if k.startswith("corpus")]   # teacher outputs, no fMRI, training only
+    scanned = {r.stimulus for r in s.runs}
+    assert len(corpus) == 6 and not scanned & set(corpus) and all(s.stimuli[k].teacher is not None for k in corpus)
+    assert sum(s.stimuli[k].duration_s for k in corpus) >= 3 * sum(s.stimuli[k].duration_s for k in scanned) - 1
+    assert set(corpus) <= set(s.study.splits["train"]) and not set(corpus) & set(s.study.splits["val"] + s.study.splits["test"])
+    assert {tuple(s.stimuli[k].modalities) for k in corpus} == {("text", "audio", "video"), ("video",), ("text", "audio")}
     assert s.study.space == "fsaverage4" and s.medial_wall.shape == (5124,) and 300 < s.medial_wall.sum() < 600
     run = s.runs[0]
     assert run.fmri.dtype == np.float32 and run.fmri.shape == (25, 5124)

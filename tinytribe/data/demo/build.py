@@ -8,7 +8,8 @@
 5. :func:`attach_teacher` -- the teacher chunks into ``study.json``, the teacher's r against the truth.
 
 Sizes: ``small`` (the default; the whole demo pipeline in minutes on 2 CPU cores) and ``large``
-(for benchmarks).
+(for benchmarks). Both have a teacher-only corpus (``corpus01`` ...: teacher outputs, no fMRI, three
+times the fMRI stimuli's minutes, in the training split only), the shape of Phase 2's real data.
 """
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ class DemoSize:
     n_test: int
     repeats: int
     n_subjects: int
+    n_corpus: int = 0             # teacher-only stimuli (no fMRI), 3x the fMRI stimuli's minutes
+    corpus_seconds: float = 120.0
 
 
-SIZES = {"small": DemoSize(n_stories=3, seconds=30.0, n_test=2, repeats=3, n_subjects=4),
-         "large": DemoSize(n_stories=12, seconds=90.0, n_test=3, repeats=4, n_subjects=8)}
+SIZES = {"small": DemoSize(n_stories=3, seconds=30.0, n_test=2, repeats=3, n_subjects=4, n_corpus=6,
+                           corpus_seconds=120.0),
+         "large": DemoSize(n_stories=12, seconds=90.0, n_test=3, repeats=4, n_subjects=8, n_corpus=18,
+                           corpus_seconds=270.0)}
+CORPUS = "corpus"  # stimulus ids of the teacher-only corpus start with this
 
 
 def _size(size: str) -> DemoSize:
@@ -51,7 +57,8 @@ def make_stimuli(root: str | Path, size: str = "small", seed: int = 0) -> list[P
     sz = _size(size)
     out = Path(root) / "stimuli"
     paths = []
-    for i, spec in enumerate(plan_stimuli(sz.n_stories, sz.seconds, seed, n_test=sz.n_test)):
+    for i, spec in enumerate(plan_stimuli(sz.n_stories, sz.seconds, seed, n_test=sz.n_test, n_corpus=sz.n_corpus,
+                                          corpus_seconds=sz.corpus_seconds)):
         path = out / f"{spec.id}{spec.suffix}"
         paths.append(path if path.exists() else make_stimulus(spec, out, seed * 1000 + i))
     return paths
@@ -83,7 +90,8 @@ def simulate(root: str | Path, *, size: str = "small", seed: int = 0, space: str
         caches[stim] = FeatureCache.load(path)
     dims = {m: caches[next(iter(caches))].features[m].shape[1] for m in ("text", "audio", "video")}
     g = sim.draw_generator(config, dims)
-    sim.fit_norms(g, list(caches.values()))
+    scanned = {s: fc for s, fc in caches.items() if not s.startswith(CORPUS)}   # the corpus has no fMRI
+    sim.fit_norms(g, list(scanned.values()))
     sim.save_generator(g, root)
     adjacency = sim.mesh_adjacency()
     rng = np.random.default_rng(seed + 1)
@@ -92,7 +100,7 @@ def simulate(root: str | Path, *, size: str = "small", seed: int = 0, space: str
     subjects = [f"sub-{i + 1:02d}" for i in range(config.n_subjects)]
     sampled = {}  # (subject, stimulus) -> noiseless (n_TR, 20484)
     for si in range(config.n_subjects):
-        for stim, fc in caches.items():
+        for stim, fc in scanned.items():
             n = sim.n_trs(fc.n_steps / fc.rate_hz, config)
             sampled[si, stim] = sim.sample_tr(sim.response(g, fc, si), config.tr_s, n)
     runs, ceilings = [], []
@@ -102,7 +110,7 @@ def simulate(root: str | Path, *, size: str = "small", seed: int = 0, space: str
         responsive = snr > 0
         sigma = np.where(responsive, np.sqrt(var_test / np.where(responsive, snr, 1.0)), 1.0)
         ceilings.append(np.where(responsive, np.sqrt(var_test / (var_test + sigma**2)), 0.0))
-        for stim in caches:
+        for stim in scanned:
             for rep in range(sz.repeats if stim in tests else 1):
                 clean = sampled[si, stim]
                 y = clean + sigma[None, :] * sim.noise(g, clean.shape[0], rng, adjacency)
@@ -117,7 +125,7 @@ def simulate(root: str | Path, *, size: str = "small", seed: int = 0, space: str
     _npy(truth / "regions_fsaverage5.npy", g.regions.astype(np.int16))
     _npy(root / "medial_wall.npy", reduce_space(g.medial_wall[None].astype(np.float32), "fsaverage5", space)[0] > 0.5)
 
-    train = [s for s in caches if s not in tests and s != "story03"]
+    train = [s for s in caches if s not in tests and s != "story03"]   # the corpus too: teacher targets only
     study = Study(
         name="tiny-tribe-demo", space=space, subjects=subjects,
         stimuli={s: StudyStimulus(duration_s=round(fc.n_steps / fc.rate_hz, 3), features=f"features/{s}.npz",

@@ -204,9 +204,12 @@ def make_stimulus(spec: StimulusSpec, out_dir: Path, seed: int) -> Path:
     return path
 
 
-def plan_stimuli(n_stories: int, seconds: float, seed: int, n_test: int = 2) -> list[StimulusSpec]:
-    """The demo's stimuli: narrated clips, a sound clip, a silent clip, an audio-only story, and
-    ``n_test`` narrated clips with sounds meant for repeated presentation (``test01``, ...)."""
+def plan_stimuli(n_stories: int, seconds: float, seed: int, n_test: int = 2, n_corpus: int = 0,
+                 corpus_seconds: float = 120.0) -> list[StimulusSpec]:
+    """The demo's stimuli: narrated clips, a sound clip, a silent clip, an audio-only story, ``n_test``
+    narrated clips with sounds meant for repeated presentation (``test01``, ...), and ``n_corpus``
+    longer clips for a teacher-only corpus (``corpus01``, ...: narrated with sounds, silent, audio-only
+    in turn -- diversity over volume)."""
     rng = np.random.default_rng(seed)
     fables = list(FABLES)
 
@@ -230,4 +233,13 @@ def plan_stimuli(n_stories: int, seconds: float, seed: int, n_test: int = 2) -> 
     for i in range(n_test):
         specs.append(StimulusSpec(f"test{i + 1:02d}", seconds, shots(seconds), fables[(n_stories + 2 + i) % len(fables)],
                                   sounds=sounds(seconds, 2)))
+    for i in range(n_corpus):
+        sid, fable, sec = f"corpus{i + 1:02d}", fables[(n_stories + n_test + 3 + i) % len(fables)], corpus_seconds
+        kind = i % 3
+        if kind == 0:
+            specs.append(StimulusSpec(sid, sec, shots(sec), fable, sounds=sounds(sec, 4)))
+        elif kind == 1:
+            specs.append(StimulusSpec(sid, sec, shots(sec)))
+        else:
+            specs.append(StimulusSpec(sid, sec, (), fable, suffix=".mp3"))
     return specs
