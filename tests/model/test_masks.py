@@ -137,3 +137,10 @@ def test_partly_covered_targets_and_untrained_lengths_warn(cfg):
         model(feats, avail, t0, {"g": TimeGrid.regular(t0, 4, 1.49)})
     with pytest.warns(UserWarning, match=r"partly outside the features, e.g. the one at 21.000 s .*: 67% of its 1.5 s"):
         TinyTribe(cfg).eval()(feats, avail, t0, {"g": TimeGrid(torch.tensor([[10.0, 21.0]], dtype=torch.float64), 1.5)})
+
+
+def test_the_speed_benchmark_asks_for_every_tr_of_its_window():
+    from tinytribe.eval.speed import trs_in
+
+    assert trs_in(150.0) == 100 and trs_in(149.0) == 100 and trs_in(148.9) == 99   # 100 x 1.49 s = 149 s
+    assert trs_in(2.98) == 2

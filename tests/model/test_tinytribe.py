@@ -78,8 +78,15 @@ def test_a_masked_modality_changes_nothing(cfg):
         model(feats, torch.zeros_like(avail), t0, grids)
 
 
+def _trained_like(model: TinyTribe) -> TinyTribe:
+    """The motion filter starts at zero (identity): give it weights, so its causal path is exercised."""
+    with torch.no_grad():
+        model.motion.conv.weight.normal_(0.0, 0.5)
+    return model
+
+
 def test_causal_mode_sees_only_the_past(cfg):
-    model = TinyTribe(cfg).eval()
+    model = _trained_like(TinyTribe(cfg).eval())
     feats, avail, t0 = make_batch(cfg, B=2, T=20)
     tok, _, _ = model.encode(feats, avail, causal=True)
     changed = {m: x.clone() for m, x in feats.items()}
@@ -95,7 +102,7 @@ def test_causal_mode_sees_only_the_past(cfg):
 
 def test_the_whole_model_is_causal_in_time(cfg):
     """Responses at BOLD times before a change in the stimulus do not move (HRF and pooling are causal)."""
-    model = TinyTribe(cfg).eval()
+    model = _trained_like(TinyTribe(cfg).eval())
     feats, avail, t0 = make_batch(cfg, B=1, T=30)
     grid = {"g": TimeGrid.regular(t0, 15, 1.0)}
     ref = model(feats, avail, t0, grid, causal=True).responses["g"]

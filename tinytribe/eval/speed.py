@@ -37,6 +37,11 @@ class Speed:
         return f"speed on {self.device}: student {self.student_ms_per_s:.2f} ms per second of video{e2e}"
 
 
+def trs_in(seconds: float, tr_s: float = 1.49) -> int:
+    """How many whole TRs ``[k TR, (k + 1) TR)`` fit in ``seconds`` of stimulus (100 in 150 s)."""
+    return int(seconds / tr_s + 1e-9)
+
+
 def measure(model, *, device: str = "cpu", seconds: float = 150.0, repeats: int = 5, media: Path | None = None) -> Speed:
     """Time the student on ``seconds`` of (random) features at 2 Hz, best of ``repeats`` after a warm-up;
     with ``media``, also features extraction + student on that file."""
@@ -51,7 +56,7 @@ def measure(model, *, device: str = "cpu", seconds: float = 150.0, repeats: int 
     feats = {m: torch.randn(1, steps, d, device=device) for m, d in zip(MODALITIES, cfg.input_dims)}
     available = torch.ones(1, 3, dtype=torch.bool, device=device)
     t0 = torch.zeros(1, dtype=torch.float64, device=device)
-    grids = {"fmri": TimeGrid.regular(t0, int(seconds // 1.49 + 1e-9), 1.49)}  # every TR inside the window
+    grids = {"fmri": TimeGrid.regular(t0, trs_in(seconds), 1.49)}
 
     def run() -> float:
         if device.startswith("cuda"):
@@ -77,7 +82,7 @@ def measure(model, *, device: str = "cpu", seconds: float = 150.0, repeats: int 
         fc = extractor.extract(media)
         x = {m: torch.from_numpy(fc.model_input(m))[None].to(device) for m in MODALITIES}
         with torch.no_grad():
-            model(x, available, t0, {"fmri": TimeGrid.regular(t0, int(fc.n_steps / fc.rate_hz // 1.49 + 1e-9), 1.49)},
+            model(x, available, t0, {"fmri": TimeGrid.regular(t0, trs_in(fc.n_steps / fc.rate_hz), 1.49)},
                   subject=None)
         e2e = (time.perf_counter() - start) / duration * 1e3
     return Speed(device_name(device), student, e2e, seconds)
