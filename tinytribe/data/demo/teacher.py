@@ -84,15 +84,14 @@ class DemoTeacher:
 
     def _calibrate(self, target_r: float) -> np.ndarray:
         """Per-vertex drift scale giving r = target_r against the truth over the study's stimuli."""
-        ys, ls, ds = [], [], []
+        cov = var_y = var_l = var_d = 0.0   # sums over stimuli of per-stimulus centred products: one stimulus in memory
         for p in sorted((self.root / "features").glob("*.npz")):
             y, leaked, drifts = self._parts(p.stem)
-            ys.append(y - y.mean(0))
-            ls.append(leaked - leaked.mean(0))
-            ds.append(drifts - drifts.mean(0))
-        y, leaked, drifts = (np.concatenate(a) for a in (ys, ls, ds))
-        cov = (leaked * y).sum(0)
-        var_y, var_l, var_d = (y**2).sum(0), (leaked**2).sum(0), (drifts**2).sum(0)
+            y, leaked, drifts = y - y.mean(0), leaked - leaked.mean(0), drifts - drifts.mean(0)
+            cov = cov + (leaked * y).sum(0, dtype=np.float64)
+            var_y = var_y + (y**2).sum(0, dtype=np.float64)
+            var_l = var_l + (leaked**2).sum(0, dtype=np.float64)
+            var_d = var_d + (drifts**2).sum(0, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             scale2 = (cov**2 / (target_r**2 * var_y) - var_l) / var_d
         scale = np.sqrt(np.clip(np.nan_to_num(scale2), 0.0, None))
