@@ -68,3 +68,21 @@ def test_npz_members_are_read_by_rows_and_compressed_files_refused(tmp_path):
     np.savez_compressed(tmp_path / "c.npz", a=a)
     with pytest.raises(FormatError, match="c.npz: member a.npy is compressed"):
         NpzArrays(tmp_path / "c.npz")
+
+
+def test_a_lazy_study_holds_no_open_files_and_refuses_overlapping_chunks(demo_study, broken_copy):
+    import json
+    import os
+
+    before = len(os.listdir("/proc/self/fd"))
+    s = load_study(demo_study, lazy=True)
+    window_item(s, make_windows(s, s.split("test"), n_trs=10)[0])
+    assert len(os.listdir("/proc/self/fd")) == before                 # opened and closed per read
+    path = broken_copy / "study.json"
+    data = json.loads(path.read_text())
+    data["stimuli"]["story01"]["teacher"] *= 2                         # the same chunk listed twice
+    path.write_text(json.dumps(data))
+    from tinytribe.data.study import StudyError
+
+    with pytest.raises(StudyError, match="teacher chunks of story01 overlap in time"):
+        load_study(broken_copy, lazy=True)

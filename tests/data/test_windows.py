@@ -191,7 +191,7 @@ def test_a_corpus_without_fmri_yields_windows_with_teacher_targets(broken_copy):
     assert it["fmri"] is None and it["subject"] == -1
     np.testing.assert_array_equal(it["teacher_times_s"], np.arange(5.0, 15.0))
     acts_t = it["teacher_act_times_s"]["fusion_l4"]
-    assert acts_t[0] == 0.0 and acts_t[-1] == 14.5            # 2 Hz, from the stimulus start (16 s lead-in) to 15 s
+    assert acts_t[0] == 0.0 and acts_t[-1] == 9.5              # 2 Hz, the stimulus behind BOLD 5-15 s (5 s offset)
     fmri_w = next(w for w in make_windows(s, s.split("train"), n_trs=10) if s.runs[w.run].stimulus == "story01")
     batch = collate([window_item(s, fmri_w), it])
     assert batch["fmri_valid"][0].all() and not batch["fmri_valid"][1].any() and batch["has_teacher"].all()
@@ -207,3 +207,55 @@ def test_a_corpus_without_fmri_yields_windows_with_teacher_targets(broken_copy):
     plain = make_stimulus_windows(s, ["silent01"], length_s=12.0, grid="time")
     assert [(w.start_s, w.end_s) for w in plain] == [(0.0, 12.0), (12.0, 24.0)]      # the 6 s rest < min_s
     assert len(make_stimulus_windows(s, ["silent01"], length_s=12.0, grid="time", min_s=5.0)) == 3
+
+
+def test_a_window_predicts_the_same_alone_and_collated_beside_a_longer_one(study):
+    """End padding through collate (the model-level test feeds tensors; this one goes through the batch)."""
+    from tinytribe.model import create_model
+
+    ws = make_windows(study, study.split("train"), n_trs=10)
+    short = next(w for w in ws if w.n < 10)
+    full = next(w for w in ws if w.n == 10 and w.run != short.run)
+    model = create_model("tiny-tribe-demo").eval()
+
+    def predict(batch):
+        with torch.no_grad():
+            return model(batch["features"], batch["available"], batch["t0"], {"fmri": batch["grids"]["fmri"]},
+                         batch["subject"], masks=batch["masks"]).responses["fmri"]
+
+    alone = predict(collate([window_item(study, short)]))
+    together = predict(collate([window_item(study, full), window_item(study, short)]))
+    assert together.shape[1] == 10 and alone.shape[1] == short.n
+    torch.testing.assert_close(together[1, :short.n], alone[0], rtol=1e-4, atol=1e-5)
+
+
+def test_activation_targets_tile_time_across_windows_and_splits(study):
+    """A window owns the activations of the stimulus its BOLD samples follow (BOLD time minus the
+    teacher's 5 s offset): consecutive windows share none."""
+    run = next(i for i, r in enumerate(study.runs) if r.stimulus == "story01")
+    ws = make_windows(study, [run], n_trs=10)
+    times = [window_item(study, w)["teacher_act_times_s"]["fusion_l4"] for w in ws]
+    for a, b in zip(times, times[1:]):
+        assert not set(a.tolist()) & set(b.tolist()) and a.size and b.size
+    w = ws[1]
+    bold = study.runs[run].bold_times_s[w.first:w.first + w.n]
+    t = times[1]
+    assert t[0] >= bold[0] - 5.0 - 1e-9 and t[-1] < bold[-1] + study.runs[run].tr_s - 5.0
+
+
+def test_items_of_two_studies_need_a_subject_index(demo_study, broken_copy):
+    import json
+
+    from tinytribe.data.windows import SubjectIndex
+
+    path = broken_copy / "study.json"
+    data = json.loads(path.read_text())
+    data["name"] = "another-study"
+    path.write_text(json.dumps(data))
+    a, b = load_study(demo_study, teacher=False), load_study(broken_copy, teacher=False)
+    wa, wb = make_windows(a, [0], n_trs=5)[0], make_windows(b, [0], n_trs=5)[0]
+    with pytest.raises(ValueError, match="windows of studies another-study, tiny-tribe-demo share a batch"):
+        collate([window_item(a, wa), window_item(b, wb)])
+    index = SubjectIndex([a, b])
+    batch = collate([window_item(a, wa, subjects=index), window_item(b, wb, subjects=index)])
+    assert batch["subject"].tolist() == [index.row(a, a.runs[0].subject), index.row(b, b.runs[0].subject)]

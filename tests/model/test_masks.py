@@ -144,3 +144,22 @@ def test_the_speed_benchmark_asks_for_every_tr_of_its_window():
 
     assert trs_in(150.0) == 100 and trs_in(149.0) == 100 and trs_in(148.9) == 99   # 100 x 1.49 s = 149 s
     assert trs_in(2.98) == 2
+
+
+def test_attention_gives_exactly_zero_to_a_query_with_no_key():
+    """Whatever the attention kernel does with an all -inf row, the layer's output there is 0 (its
+    output projection has a bias: without the zeroing it would not be)."""
+    from tinytribe.model.attention import Attention
+
+    torch.manual_seed(0)
+    att = Attention(16, 4)
+    torch.nn.init.normal_(att.out.bias)
+    x = torch.randn(1, 5, 16, requires_grad=True)
+    allowed = torch.ones(1, 1, 5, 5, dtype=torch.bool)
+    allowed[..., 0, :] = False                                        # query 0 may attend to nothing
+    has_key = allowed.any(-1, keepdim=True)
+    bias = torch.zeros(allowed.shape).masked_fill(~allowed & has_key, float("-inf"))
+    y = att(x, (bias, has_key[:, 0]), torch.zeros(5, 5))
+    assert torch.isfinite(bias).all() and (y[0, 0] == 0).all() and (y[0, 1:] != 0).any()
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all()

@@ -4,9 +4,9 @@
 more than a free-tier machine's RAM. ``load_study(root, lazy=True)`` keeps only what is small in
 memory (masks, timing channels, sample times) and reads a window's rows of the large arrays from the
 cache files when :func:`~tinytribe.data.windows.window_item` asks for them, with ``os.pread`` at the
-byte offsets the uncompressed ``.npz`` members sit at. Nothing is memory-mapped, so the resident
-memory of a process stays that of its windows (the operating system's page cache does the caching),
-and forked DataLoader workers share nothing but file names.
+byte offsets the uncompressed ``.npz`` members sit at (each read opens and closes its file, so a
+corpus of thousands of files holds no descriptors). Nothing is memory-mapped, so the resident memory
+of a process stays that of its windows (the operating system's page cache does the caching).
 
     study = load_study("runs/corpus", lazy=True)
     data = WindowDataset(study, make_stimulus_windows(study, "train", length_s=150))
@@ -61,25 +61,20 @@ class NpzArrays:
                         self._fortran.add(info.filename[:-4])
         except (OSError, zipfile.BadZipFile, ValueError) as e:
             raise FormatError(f"{self.path}: unreadable .npz ({type(e).__name__}: {e})") from None
-        self._fd: int | None = None
-        self._pid = -1
-
-    def __getstate__(self) -> dict:   # a file descriptor does not cross into another process
-        return {**self.__dict__, "_fd": None}
-
-    def _fileno(self) -> int:
-        if self._fd is None or self._pid != os.getpid():   # a forked worker opens its own
-            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
-        return self._fd
 
     def _read(self, offset: int, n: int) -> bytes:
-        out = os.pread(self._fileno(), n, offset)
-        if len(out) != n:
-            raise FormatError(f"{self.path}: file ended early (truncated?)")
-        return out
+        out = np.empty(n, np.uint8)
+        return self._read_into(out, offset).tobytes()
 
     def _read_into(self, out: np.ndarray, offset: int) -> np.ndarray:
-        if os.preadv(self._fileno(), [memoryview(out).cast("B")], offset) != out.nbytes:
+        """Fill ``out`` from the file at ``offset``; the file is opened and closed around the read, so a
+        corpus of thousands of files never holds descriptors (nor do forked workers inherit any)."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            n = os.preadv(fd, [memoryview(out).cast("B")], offset)
+        finally:
+            os.close(fd)
+        if n != out.nbytes:
             raise FormatError(f"{self.path}: file ended early (truncated?)")
         return out
 
@@ -170,7 +165,8 @@ class _Rows:
 
     def __getitem__(self, key) -> np.ndarray:
         if isinstance(key, slice) and key.step in (None, 1):
-            return self.fc._npz.rows(f"feat__{self.m}", key.start or 0, self.shape[0] if key.stop is None else key.stop)
+            start, stop, _ = key.indices(self.shape[0])
+            return self.fc._npz.rows(f"feat__{self.m}", start, stop)
         return self.fc._npz.whole(f"feat__{self.m}")[key]
 
     def astype(self, dtype, copy: bool = True) -> np.ndarray:
@@ -190,13 +186,16 @@ class LazyTeacher:
         chunks.sort(key=lambda c: c[0]["start_s"])
         first = chunks[0][0]
         for meta, _ in chunks[1:]:
-            for key in ("stimulus_id", "space", "teacher", "hrf_offset_s", "sample_width_s"):
+            for key in ("stimulus_id", "space", "teacher", "hrf_offset_s", "sample_width_s", "source_sha256"):
                 if meta.get(key) != first.get(key):
-                    raise ValueError(f"teacher chunk {meta['chunk_id']}: {key} differs from {first['chunk_id']}'s")
+                    raise ValueError(f"teacher chunk {meta['chunk_id']}: {key} {meta.get(key)!r} differs from "
+                                     f"{first['chunk_id']}'s {first.get(key)!r}")
         self.space, self.teacher, self.hrf_offset_s = first["space"], first["teacher"], first["hrf_offset_s"]
         self.sample_width_s = first.get("sample_width_s", 1.0)
         self._chunks = [npz for _, npz in chunks]
         self.bold_times_s = np.concatenate([npz.whole("bold_times_s") for npz in self._chunks]).astype(np.float64)
+        if self.bold_times_s.size > 1 and not np.all(np.diff(self.bold_times_s) > 0):
+            raise ValueError(f"teacher chunks of {first['stimulus_id']} overlap in time ({paths[0].parent})")
         self._row0 = np.cumsum([0] + [npz.shape("predictions")[0] for npz in self._chunks])
         names = [k.split("__", 1)[1] for k in self._chunks[0].members if k.startswith("act__")]
         self.activation_times_s = {n: np.concatenate([npz.whole(f"act_times__{n}") for npz in self._chunks])

@@ -7,10 +7,12 @@ needs: 16 s by default, the length of the student's HRF filter) to the end of it
 that is not a multiple of the step would otherwise lose up to a step), and a non-causal model sees at
 most one step (0.5 s) past the window's last sample, far less than the haemodynamic lag.
 Feature steps before the stimulus's first or after its last step are zeros with mask 0 (nothing was
-on screen): every window of N TRs of a study has the same number of feature steps.
+on screen).
 
 Teacher targets keep their own grid: rows whose interval ``[tau, tau + width)`` lies inside
-``[tau_k0, tau_last + TR)``; activations whose time lies inside the feature window.
+``[tau_k0, tau_last + TR)``; activations (which stand for stimulus time) whose time lies in that
+stretch moved back by the teacher's ``hrf_offset_s`` -- so windows that tile BOLD time, or sit in
+different splits, never share an activation target.
 
     windows = make_windows(study, study.split("train"), n_trs=50)
     batch = collate([window_item(study, w) for w in windows[:8]])
@@ -192,7 +194,7 @@ def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: fl
     if run is not None:
         item |= {"fmri": run.fmri[w.first:w.first + w.n], "bold_times_s": bold, "tr_s": run.tr_s,
                  "subject": subjects.row(study, run.subject) if subjects is not None else run.subject_index,
-                 "subject_key": (study.study.name, run.subject)}
+                 "subject_key": (study.study.name, run.subject), "indexed": subjects is not None}
     else:   # a corpus window: no fMRI, no subject (the average subject predicts the teacher)
         item |= {"fmri": None, "bold_times_s": None, "tr_s": None, "subject": -1, "subject_key": None}
     tc = stim.teacher
@@ -200,11 +202,13 @@ def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: fl
         keep = (tc.bold_times_s >= t_start - EPS) & (tc.bold_times_s + tc.sample_width_s <= t_end + EPS)
         item |= {"teacher": tc.take_predictions(keep, np.float16), "teacher_times_s": tc.bold_times_s[keep],
                  "teacher_width_s": tc.sample_width_s}
-        f_start = fc.t0_s + i0 / rate
+        # activations stand for stimulus time; a window owns those of the stimulus its BOLD samples follow
+        # (BOLD time minus the teacher's offset), so windows that tile time never share an activation target
+        a0, a1 = t_start - tc.hrf_offset_s, t_end - tc.hrf_offset_s
         acts, times, widths = {}, {}, {}
         for name in tc.activations:
             t = tc.activation_times_s[name]
-            k = (t >= f_start - EPS) & (t < t_end - EPS)
+            k = (t >= a0 - EPS) & (t < a1 - EPS)
             acts[name], times[name] = tc.take_activation(name, k, np.float16), t[k]
             widths[name] = float(np.median(np.diff(t))) if t.size > 1 else 1.0 / rate
         item |= {"teacher_acts": acts, "teacher_act_times_s": times, "teacher_act_width_s": widths}
@@ -236,6 +240,10 @@ def collate(items: list[dict[str, Any]]):
 
     if not items:
         raise ValueError("collate needs at least one window")
+    studies = {it["subject_key"][0] for it in items if it.get("subject_key")}
+    if len(studies) > 1 and not all(it.get("indexed", False) for it in items if it.get("subject_key")):
+        raise ValueError(f"windows of studies {', '.join(sorted(studies))} share a batch, but their subject ids are "
+                         f"each study's own: make the items with window_item(..., subjects=SubjectIndex(studies))")
     rates = {it["rate_hz"] for it in items}
     trs = {round(it["tr_s"], 6) for it in items if it["tr_s"] is not None}
     if len(rates) > 1 or len(trs) > 1:

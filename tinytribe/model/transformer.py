@@ -75,14 +75,17 @@ class FusionTransformer(nn.Module):
         B, L, _ = x.shape
         T = L // n_modalities
         allowed = token_mask[:, None, None, :]  # (B, 1, 1, L)
-        if causal:
-            allowed = allowed & causal_allowed(T, n_modalities, x.device)  # (B, 1, L, L)
-        allowed = allowed.expand(B, 1, L, L)
-        # a query with no key it may attend to (causal mode, padding at the start) attends to nothing:
-        # its row gets a finite bias (no NaN, forward or backward) and its attention output is zeroed
-        has_key = allowed.any(dim=-1, keepdim=True)  # (B, 1, L, 1)
-        mask_bias = torch.zeros(allowed.shape, device=x.device).masked_fill(~allowed & has_key, float("-inf"))
-        mask_bias = (mask_bias, has_key[:, 0])  # the bias, and (B, L, 1) which queries have a key
+        if not causal and bool(token_mask.any(dim=1).all()):   # every query has a key: a broadcast bias will do
+            mask_bias = torch.zeros(allowed.shape, device=x.device).masked_fill(~allowed, float("-inf"))
+        else:
+            if causal:
+                allowed = allowed & causal_allowed(T, n_modalities, x.device)  # (B, 1, L, L)
+            allowed = allowed.expand(B, 1, L, L)
+            # a query with no key it may attend to (causal mode, padding at the start) attends to nothing:
+            # its row gets a finite bias (no NaN, forward or backward) and its attention output is zeroed
+            has_key = allowed.any(dim=-1, keepdim=True)  # (B, 1, L, 1)
+            mask_bias = torch.zeros(allowed.shape, device=x.device).masked_fill(~allowed & has_key, float("-inf"))
+            mask_bias = (mask_bias, has_key[:, 0])  # the bias, and (B, L, 1) which queries have a key
         dist_s = step_distance_s(T, n_modalities, rate_hz, x.device)  # (L, L)
         totals = {"load_balance": x.new_zeros(()), "z_loss": x.new_zeros(())}
         shares = []

@@ -25,7 +25,7 @@ from tinytribe.formats import FeatureCache, Manifest, Study, StudyRun, StudyStim
 from tinytribe.provenance import provenance
 
 from . import subjects as sim
-from .stimuli import make_stimulus, plan_stimuli
+from .stimuli import CORPUS, make_stimulus, plan_stimuli
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ SIZES = {"small": DemoSize(n_stories=3, seconds=30.0, n_test=2, repeats=3, n_sub
                            corpus_seconds=120.0),
          "large": DemoSize(n_stories=12, seconds=90.0, n_test=3, repeats=4, n_subjects=8, n_corpus=18,
                            corpus_seconds=270.0)}
-CORPUS = "corpus"  # stimulus ids of the teacher-only corpus start with this
+
 
 
 def _size(size: str) -> DemoSize:

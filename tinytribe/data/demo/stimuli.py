@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 SR = 16_000
+CORPUS = "corpus"  # the ids of the teacher-only corpus's stimuli start with this
 FPS = 10
 WIDTH, HEIGHT = 160, 120
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "horse", "stereo_motorcycle", "hubble_deep_field", "camera",
@@ -41,6 +42,47 @@ FABLES = {
     "crow_pitcher": "A thirsty crow found a pitcher with a little water at the bottom. She could not reach it with "
                     "her beak. So she dropped pebbles into the pitcher one by one, until the water rose to the top "
                     "and she could drink.",
+}
+
+
+# More fables, for the teacher-only corpus only (never the narration of a test clip), each told at
+# length so that a corpus clip is mostly speech.
+CORPUS_FABLES = {
+    "ant_grasshopper": "In a field one summer day a grasshopper was hopping about, chirping and singing to its "
+                       "heart's content. An ant passed by, bearing along with great toil an ear of corn he was "
+                       "taking to the nest. Why not come and chat with me, said the grasshopper, instead of "
+                       "toiling in that way? I am helping to lay up food for the winter, said the ant, and I "
+                       "recommend you to do the same. Why bother about winter, said the grasshopper, we have got "
+                       "plenty of food at present. But the ant went on its way and continued its toil. When the "
+                       "winter came the grasshopper had no food and found itself dying of hunger, while it saw "
+                       "the ants handing out corn and grain every day from the stores they had collected in the "
+                       "summer. Then the grasshopper knew that it is best to prepare for the days of necessity.",
+    "boy_wolf": "There was once a young shepherd boy who tended his sheep at the foot of a mountain near a dark "
+                "forest. It was rather lonely for him all day, so he thought upon a plan by which he could get a "
+                "little company and some excitement. He rushed down towards the village calling out wolf, wolf, "
+                "and the villagers came out to meet him, and some of them stopped with him for a considerable "
+                "time. This pleased the boy so much that a few days afterwards he tried the same trick, and again "
+                "the villagers came to his help. But shortly after this a wolf actually did come out from the "
+                "forest and began to worry the sheep, and the boy of course cried out wolf, wolf, still louder "
+                "than before. But this time the villagers, who had been fooled twice before, thought the boy was "
+                "again deceiving them, and nobody stirred to come to his help.",
+    "town_country": "Now you must know that a town mouse once upon a time went on a visit to his cousin in the "
+                    "country. He was rough and ready, this cousin, but he loved his town friend and made him "
+                    "heartily welcome. Beans and bacon, cheese and bread, were all he had to offer, but he "
+                    "offered them freely. The town mouse rather turned up his long nose at this country fare, "
+                    "and said: I cannot understand, cousin, how you can put up with such poor food as this, but "
+                    "of course you cannot expect anything better in the country. Come you with me and I will show "
+                    "you how to live. No sooner said than done: the two mice set off for the town and arrived at "
+                    "the town mouse's residence late at night, where they found the remains of a fine feast. "
+                    "Suddenly they heard growling and barking, and the country mouse ran home to his beans.",
+    "dog_shadow": "It happened that a dog had got a piece of meat and was carrying it home in his mouth to eat "
+                  "it in peace. Now on his way home he had to cross a plank lying across a running brook. As he "
+                  "crossed, he looked down and saw his own shadow reflected in the water beneath. Thinking it was "
+                  "another dog with another piece of meat, he made up his mind to have that also. So he made a "
+                  "snap at the shadow in the water, but as he opened his mouth the piece of meat fell out, dropped "
+                  "into the water, and was never seen more. The dog went home with nothing, and learned that those "
+                  "who grasp at the shadow may lose the substance. He sat by the brook for a long time that day, "
+                  "looking at the water, and then he walked slowly home along the road.",
 }
 
 
@@ -177,7 +219,7 @@ def soundtrack(spec: StimulusSpec, rng: np.random.Generator) -> np.ndarray | Non
         return None
     audio = np.zeros(int(spec.seconds * SR), np.float32)
     if spec.fable is not None:
-        speech = speak(FABLES[spec.fable])
+        speech = speak({**FABLES, **CORPUS_FABLES}[spec.fable])
         i0 = int(spec.speech_at_s * SR)
         speech = speech[: max(0, audio.size - i0 - SR // 2)]
         audio[i0:i0 + speech.size] += 0.8 * speech
@@ -209,7 +251,7 @@ def plan_stimuli(n_stories: int, seconds: float, seed: int, n_test: int = 2, n_c
     """The demo's stimuli: narrated clips, a sound clip, a silent clip, an audio-only story, ``n_test``
     narrated clips with sounds meant for repeated presentation (``test01``, ...), and ``n_corpus``
     longer clips for a teacher-only corpus (``corpus01``, ...: narrated with sounds, silent, audio-only
-    in turn -- diversity over volume)."""
+    in turn -- diversity over volume -- narrated from ``CORPUS_FABLES``, never a test clip's story)."""
     rng = np.random.default_rng(seed)
     fables = list(FABLES)
 
@@ -233,8 +275,9 @@ def plan_stimuli(n_stories: int, seconds: float, seed: int, n_test: int = 2, n_c
     for i in range(n_test):
         specs.append(StimulusSpec(f"test{i + 1:02d}", seconds, shots(seconds), fables[(n_stories + 2 + i) % len(fables)],
                                   sounds=sounds(seconds, 2)))
+    corpus_fables = list(CORPUS_FABLES)
     for i in range(n_corpus):
-        sid, fable, sec = f"corpus{i + 1:02d}", fables[(n_stories + n_test + 3 + i) % len(fables)], corpus_seconds
+        sid, fable, sec = f"corpus{i + 1:02d}", corpus_fables[i % len(corpus_fables)], corpus_seconds
         kind = i % 3
         if kind == 0:
             specs.append(StimulusSpec(sid, sec, shots(sec), fable, sounds=sounds(sec, 4)))

@@ -28,6 +28,7 @@ from tinytribe.formats import FeatureCache
 from tinytribe.teacher.protocol import TeacherInfo, TeacherOutput, grid_times
 
 from . import subjects as sim
+from .stimuli import CORPUS
 
 DELAY_STEPS = 2      # 1 s at 2 Hz
 BLUR_STEPS = 6       # 3 s box
@@ -86,6 +87,8 @@ class DemoTeacher:
         """Per-vertex drift scale giving r = target_r against the truth over the study's stimuli."""
         cov = var_y = var_l = var_d = 0.0   # sums over stimuli of per-stimulus centred products: one stimulus in memory
         for p in sorted((self.root / "features").glob("*.npz")):
+            if p.stem.startswith(CORPUS):   # calibrated where there is fMRI: the corpus must not move it
+                continue
             y, leaked, drifts = self._parts(p.stem)
             y, leaked, drifts = y - y.mean(0), leaked - leaked.mean(0), drifts - drifts.mean(0)
             cov = cov + (leaked * y).sum(0, dtype=np.float64)
