@@ -259,3 +259,23 @@ def test_the_ceiling_pairs_repeats_by_time_when_trs_were_dropped(story_copy):
     expected = [pearsonr(ya[:, k], yb[:, k])[0] for k in range(6)]
     np.testing.assert_allclose(ev.reliability[0], expected, atol=1e-9)
     np.testing.assert_allclose(s.repeats("sub-01", test)[:, :, 0], np.stack([ya[:, 0], yb[:, 0]]), atol=1e-6)
+
+
+def test_student_predictions_use_the_rows_the_model_records(study):
+    """With subject keys, sub-02 of this study gets its own FiLM row even when the model was trained on
+    more subjects than the study has; a subject the model never saw gets the average subject."""
+    import torch
+
+    from tinytribe.model import create_model
+
+    model = create_model("tiny-tribe-demo", ["n_subjects=5"]).eval()
+    with torch.no_grad():
+        model.head.film.gamma.add_(torch.randn_like(model.head.film.gamma))
+    runs = [i for i in study.split("test") if study.runs[i].subject in ("sub-02", "sub-03")][:4]
+    plain = E.student_predictions(study, runs, model)                 # 5 rows, 4 subjects, no keys: average
+    model.config.subject_keys = [["other", "sub-01"], ["tiny-tribe-demo", "sub-02"], ["other", "sub-03"],
+                                 ["other", "sub-04"], ["other", "sub-05"]]
+    keyed = E.student_predictions(study, runs, model)
+    for i in runs:
+        same = np.allclose(keyed[i][0], plain[i][0])
+        assert same == (study.runs[i].subject == "sub-03"), study.runs[i].subject   # sub-03 is not this study's row

@@ -66,17 +66,24 @@ def student_predictions(study: LoadedStudy, runs: Selection | list[int], model, 
                         drop: str | None = None) -> Predictions:
     """A TinyTribe model's predictions on each run's TR grid, window by window (``n_trs`` TRs each,
     with the usual lead-in), mapped to the study space. ``drop`` leaves one modality out (for
-    modality maps). The subject's own FiLM vectors are used when the model has as many subjects as
-    the study, the average subject otherwise."""
+    modality maps). A subject's own FiLM row is used when the model records it (``config.subject_keys``:
+    the row of (study name, subject)); without keys, when the model has exactly the study's subjects;
+    otherwise (subjects the model never saw) the average subject."""
     import torch
 
     from tinytribe.data.windows import collate, make_windows, window_item
     from tinytribe.formats import MODALITIES
 
     model = model.to(device).eval()
-    own_subjects = model.config.n_subjects == len(study.subjects)
+    keys = model.config.subject_keys
+    if keys is not None:
+        rows = {tuple(k): r for r, k in enumerate(keys)}
+        row_of = {s: rows.get((study.study.name, s)) for s in study.subjects}
+    else:
+        row_of = {s: (k if model.config.n_subjects == len(study.subjects) else None) for k, s in enumerate(study.subjects)}
     out = {}
     for i in runs:
+        row = row_of[study.runs[i].subject]
         parts = []
         for w in make_windows(study, [i], n_trs=n_trs):
             b = collate([window_item(study, w)])
@@ -86,7 +93,7 @@ def student_predictions(study: LoadedStudy, runs: Selection | list[int], model, 
             with torch.no_grad():
                 res = model({m: x.to(device) for m, x in b["features"].items()}, available.to(device),
                             b["t0"].to(device), {"fmri": b["grids"]["fmri"]},
-                            subject=b["subject"].to(device) if own_subjects else None,
+                            subject=torch.tensor([row], device=device) if row is not None else None,
                             masks={m: k.to(device) for m, k in b["masks"].items()})
             parts.append(res.responses["fmri"][0, :w.n].float().cpu().numpy())
         pred = to_space(np.concatenate(parts), model.config.space, study.study.space)

@@ -39,6 +39,8 @@ class ModelConfig:
         space: output space (``fsaverage5``, ``fsaverage4``, ``schaefer-400``, ``schaefer-1000``, ``custom:N``).
         n_subjects: subjects with their own FiLM vectors; the average subject is their mean.
         n_new_subjects: subjects added later by ``add_subjects``, held apart for adaptation.
+        subject_keys: ``[study, subject]`` of each FiLM row (``SubjectIndex.keys``, set by training), so
+            that a checkpoint knows whose rows it holds; None: not recorded.
         teacher_dim: width of the teacher activations the KD feature head predicts (1152).
     """
 
@@ -63,6 +65,7 @@ class ModelConfig:
     space: str = "fsaverage4"
     n_subjects: int = 4
     n_new_subjects: int = 0
+    subject_keys: list[list[str]] | None = None
     teacher_dim: int = 1152
 
     def __post_init__(self) -> None:
