@@ -173,7 +173,7 @@ def test_evaluate_notebook_on_the_demo_study(demo_study, tmp_path):
     assert report["low_level_bands"] == ["word_rate", "audio_envelope"] and "skipped" not in text
     assert len(report["ceiling_by_subject"]) == 4 and report["reference"] == {}
     # the demo teacher is shaped like the real regime: above the ridge, ~0.75 of the ceiling where cortex responds
-    assert report["models"]["teacher"]["mean_r"] > report["models"]["ridge"]["mean_r"]
+    assert report["models"]["teacher"]["mean_r"] > max(report["models"][m]["mean_r"] for m in ("ridge", "ridge (pooled)"))
     from tinytribe.spaces import reduce_space
 
     maps = np.load(out / "maps.npz")
@@ -181,7 +181,7 @@ def test_evaluate_notebook_on_the_demo_study(demo_study, tmp_path):
     responsive = (reduce_space(regions[None].astype(float), "fsaverage5", "fsaverage4")[0] != 0) & np.isfinite(
         maps["ceiling"])
     ratio = np.nanmean(np.nanmean(maps["r__teacher"][:, responsive], axis=1)) / np.nanmean(maps["ceiling"][responsive])
-    assert 0.65 < ratio < 0.85, ratio
+    assert 0.70 < ratio < 0.80, ratio                                # measured 0.743
     assert report["speed"]["student_ms_per_s"] > 0 and report["rois"][0]["roi"] == "early visual"
 
     study = load_study(demo_study)
