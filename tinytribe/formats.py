@@ -253,6 +253,17 @@ def _read_npz(path: Path, kind: str) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
+def _read_npz_meta(path: Path, kind: str) -> dict:
+    """The JSON ``meta`` entry of an .npz, without reading its arrays."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta"]))
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such {kind} file") from None
+    except Exception as e:
+        raise FormatError(f"{path}: unreadable {kind} file ({type(e).__name__}: {e})") from None
+
+
 def _check_finite(name: str, a: np.ndarray, where: str) -> None:
     bad = ~np.isfinite(a)
     if bad.any():
@@ -372,13 +383,7 @@ class FeatureCache:
     def read_meta(path: str | Path) -> dict:
         """Only the ``meta`` of a feature cache (no arrays are read), checked like :meth:`load` checks it."""
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-        except FileNotFoundError:
-            raise FormatError(f"{path}: no such feature cache file") from None
-        except Exception as e:
-            raise FormatError(f"{path}: unreadable feature cache file ({type(e).__name__}: {e})") from None
+        meta = _read_npz_meta(path, "feature cache")
         if meta.get("format") != "tinytribe.features":
             raise FormatError(f"{path}: not a tinytribe feature cache")
         if meta.get("format_version") == 1:
@@ -472,6 +477,17 @@ class TeacherChunk:
             if a.ndim != 2 or t.shape != (a.shape[0],):
                 raise FormatError(f"{where}: activation {name} is {a.shape} with {t.shape} times")
             _check_finite(f"activation {name}", self.activations[name], where)
+
+    @staticmethod
+    def read_meta(path: str | Path) -> dict:
+        """Only the ``meta`` of a teacher chunk (no arrays are read), its format and version checked."""
+        path = Path(path)
+        meta = _read_npz_meta(path, "teacher cache")
+        if meta.get("format") != "tinytribe.teacher":
+            raise FormatError(f"{path}: not a tinytribe teacher chunk")
+        if meta.get("format_version") not in (1, TEACHER_VERSION):   # version 1 reads as version 2
+            _check_version("teacher cache", meta.get("format_version"), TEACHER_VERSION, path)
+        return meta
 
     def take_predictions(self, mask: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
         """(k, V): the rows ``mask`` selects (the same call reads a lazy teacher by rows)."""

@@ -135,17 +135,23 @@ def test_windows_with_and_without_a_teacher_share_a_batch_with_activations(study
     torch.testing.assert_close(kd[0, 3], out.kd_features[0, step], rtol=1e-5, atol=1e-6)
 
 
-def test_subjects_are_told_apart_by_study(demo_study, broken_copy):
-    """Two studies that both have a sub-01 give them different FiLM rows."""
+@pytest.fixture
+def two_studies(demo_study, broken_copy):
+    """The demo study and a copy of it under another name: two studies that both have a sub-01."""
     import json
-
-    from tinytribe.data.windows import SubjectIndex
 
     path = broken_copy / "study.json"
     data = json.loads(path.read_text())
     data["name"] = "another-study"
     path.write_text(json.dumps(data))
-    a, b = load_study(demo_study, teacher=False), load_study(broken_copy, teacher=False)
+    return load_study(demo_study, teacher=False), load_study(broken_copy, teacher=False)
+
+
+def test_subjects_are_told_apart_by_study(two_studies):
+    """Two studies that both have a sub-01 give them different FiLM rows."""
+    from tinytribe.data.windows import SubjectIndex
+
+    a, b = two_studies
     index = SubjectIndex([a, b])
     assert len(index) == 8 and index.row(a, "sub-01") == 0 and index.row(b, "sub-01") == 4
     w = make_windows(b, [0], n_trs=5)[0]
@@ -243,16 +249,10 @@ def test_activation_targets_tile_time_across_windows_and_splits(study):
     assert t[0] >= bold[0] - 5.0 - 1e-9 and t[-1] < bold[-1] + study.runs[run].tr_s - 5.0
 
 
-def test_items_of_two_studies_need_a_subject_index(demo_study, broken_copy):
-    import json
-
+def test_items_of_two_studies_need_a_subject_index(two_studies):
     from tinytribe.data.windows import SubjectIndex
 
-    path = broken_copy / "study.json"
-    data = json.loads(path.read_text())
-    data["name"] = "another-study"
-    path.write_text(json.dumps(data))
-    a, b = load_study(demo_study, teacher=False), load_study(broken_copy, teacher=False)
+    a, b = two_studies
     wa, wb = make_windows(a, [0], n_trs=5)[0], make_windows(b, [0], n_trs=5)[0]
     with pytest.raises(ValueError, match="windows of studies another-study, tiny-tribe-demo share a batch"):
         collate([window_item(a, wa), window_item(b, wb)])

@@ -18,14 +18,13 @@ read when first used.
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from tinytribe.formats import TEACHER_VERSION, TEXT_TIMING, TIMING_SCALE, FeatureCache, FormatError, _check_version
+from tinytribe.formats import TEXT_TIMING, TIMING_SCALE, FeatureCache, FormatError, TeacherChunk
 
 
 class NpzArrays:
@@ -181,7 +180,7 @@ class LazyTeacher:
     def __init__(self, paths: list[Path], zscore: bool = True):
         chunks = []
         for p in paths:
-            meta = _teacher_meta(p)
+            meta = TeacherChunk.read_meta(p)
             chunks.append((meta, NpzArrays(p)))
         chunks.sort(key=lambda c: c[0]["start_s"])
         first = chunks[0][0]
@@ -245,21 +244,6 @@ class LazyTeacher:
     def predictions(self) -> np.ndarray:
         """Every row (read whole: for evaluation, not for training windows)."""
         return self.take_predictions(np.ones(self.bold_times_s.shape[0], bool))
-
-
-def _teacher_meta(path: Path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such teacher cache file") from None
-    except Exception as e:
-        raise FormatError(f"{path}: unreadable teacher cache file ({type(e).__name__}: {e})") from None
-    if meta.get("format") != "tinytribe.teacher":
-        raise FormatError(f"{path}: not a tinytribe teacher chunk")
-    if meta.get("format_version") not in (1, TEACHER_VERSION):
-        _check_version("teacher cache", meta.get("format_version"), TEACHER_VERSION, path)
-    return meta
 
 
 class WindowDataset:
