@@ -59,10 +59,12 @@ def make_stimulus_windows(study: LoadedStudy, parts: list | str | None = None, *
 
     Args:
         parts: a split's name, split parts (stimulus ids, time ranges), or None: every stimulus with a
-            teacher (``grid="teacher"``) or every stimulus (``grid="time"``). Windows lie inside the
-            parts' time ranges, so held-out stretches of a corpus stay held out.
-        grid: ``"teacher"``: windows start on the teacher's rows (BOLD times; a stimulus without teacher
-            outputs has none); ``"time"``: plain stimulus time from each stretch's start.
+            teacher (``grid="teacher"``) or every stimulus (``grid="time"``) -- val and test stimuli
+            included, so training code should name its split. Windows lie inside the parts' time
+            ranges, so held-out stretches of a corpus stay held out.
+        grid: ``"teacher"``: windows start on the first teacher row of each stretch (BOLD times) and
+            follow every ``stride_s``; a named stimulus without teacher outputs is refused (with
+            ``parts=None`` it is skipped); ``"time"``: plain stimulus time from each stretch's start.
         min_s: a last window shorter than this is dropped.
     """
     from tinytribe.data.splits import stimulus_intervals
@@ -223,7 +225,8 @@ def collate(items: list[dict[str, Any]]):
     are padded at the *end* with zeros and mask 0, so that every
     item keeps its own ``t0`` and its steps keep their positions (the time embeddings are absolute);
     the model leaves masked steps out of attention and pooling, so an item's prediction is the same
-    alone and batched. Targets are padded at the end with NaN times (ignored by the time grids).
+    alone and batched (window items hold equally long modality streams; streams of different lengths
+    would be stretched by the model's length alignment, padding included). Targets are padded at the end with NaN times (ignored by the time grids).
 
     Returns:
         a dict: ``features`` {m: (B, T, D)}, ``masks`` {m: (B, T)}, ``available`` (B, 3), ``t0`` (B,),
