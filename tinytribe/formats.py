@@ -286,6 +286,20 @@ class Word:
         return self.onset + self.duration
 
 
+def with_timing(embedding: np.ndarray, timing: dict[str, np.ndarray], steps: slice, dtype: Any) -> np.ndarray:
+    """The student's text input for ``steps``: the embedding (already sliced) followed by the timing
+    channels (``TEXT_TIMING`` order) times ``TIMING_SCALE``."""
+    return np.concatenate([embedding] + [(TIMING_SCALE * timing[k][steps, None]).astype(dtype) for k in TEXT_TIMING],
+                          axis=1)
+
+
+def words_from_arrays(get: Any) -> list[Word]:
+    """The word events of a feature cache from its ``words__*`` members (``get(name, default)``)."""
+    return [Word(str(t), float(o), float(d), None if np.isnan(c) else float(c)) for t, o, d, c in
+            zip(get("words__text", []), get("words__onset_s", []), get("words__duration_s", []),
+                get("words__confidence", []))]
+
+
 @dataclass
 class FeatureCache:
     """Backbone features of one stimulus on a regular grid.
@@ -357,14 +371,10 @@ class FeatureCache:
     def model_input(self, modality: str, start: int | None = None, stop: int | None = None,
                     dtype: Any = np.float32) -> np.ndarray:
         """(T, D) of steps ``start:stop`` (default all), in ``dtype``: what the student's projector for
-        ``modality`` reads. For text, the embedding followed by the timing channels (``TEXT_TIMING``
-        order) times ``TIMING_SCALE``."""
+        ``modality`` reads (:func:`with_timing` for text)."""
         steps = slice(start, stop)
         x = self.features[modality][steps].astype(dtype)
-        if modality != "text":
-            return x
-        return np.concatenate([x] + [(TIMING_SCALE * self.timing[k][steps, None]).astype(dtype) for k in TEXT_TIMING],
-                              axis=1)
+        return with_timing(x, self.timing, steps, dtype) if modality == "text" else x
 
     def save(self, path: str | Path) -> Path:
         arrays = {f"feat__{m}": a for m, a in self.features.items()}
@@ -380,10 +390,9 @@ class FeatureCache:
         return atomic_write_bytes(path, _npz_bytes(arrays, meta))
 
     @staticmethod
-    def read_meta(path: str | Path) -> dict:
-        """Only the ``meta`` of a feature cache (no arrays are read), checked like :meth:`load` checks it."""
-        path = Path(path)
-        meta = _read_npz_meta(path, "feature cache")
+    def check_meta(meta: dict, path: str | Path) -> dict:
+        """A feature cache's ``meta``, its format and version checked (a version 1 cache is refused with
+        the command that remakes it)."""
         if meta.get("format") != "tinytribe.features":
             raise FormatError(f"{path}: not a tinytribe feature cache")
         if meta.get("format_version") == 1:
@@ -392,26 +401,22 @@ class FeatureCache:
         _check_version("feature cache", meta.get("format_version"), FEATURES_VERSION, path)
         return meta
 
+    @staticmethod
+    def read_meta(path: str | Path) -> dict:
+        """Only the ``meta`` of a feature cache (no arrays are read), checked like :meth:`load` checks it."""
+        return FeatureCache.check_meta(_read_npz_meta(Path(path), "feature cache"), path)
+
     @classmethod
     def load(cls, path: str | Path) -> "FeatureCache":
         path = Path(path)
         arrays, meta = _read_npz(path, "feature cache")
-        if meta.pop("format", None) != "tinytribe.features":
-            raise FormatError(f"{path}: not a tinytribe feature cache")
-        if meta.get("format_version") == 1:
-            raise FormatError(f"{path}: feature cache version 1 has no word-timing channels (version 2 does); "
-                              + REEXTRACT)
-        _check_version("feature cache", meta.get("format_version"), FEATURES_VERSION, path)
+        cls.check_meta(meta, path).pop("format")
         mods = [k.split("__", 1)[1] for k in arrays if k.startswith("feat__")]
         try:
-            conf = arrays.get("words__confidence", np.zeros(0))
-            words = [Word(str(t), float(o), float(d), None if np.isnan(c) else float(c)) for t, o, d, c in
-                     zip(arrays.get("words__text", []), arrays.get("words__onset_s", []),
-                         arrays.get("words__duration_s", []), conf)]
             return cls(features={m: arrays[f"feat__{m}"] for m in mods},
                        masks={m: arrays[f"mask__{m}"] for m in mods},
                        timing={k.split("__", 1)[1]: a for k, a in arrays.items() if k.startswith("timing__")},
-                       words=words, **meta)
+                       words=words_from_arrays(arrays.get), **meta)
         except KeyError as e:
             raise FormatError(f"{path}: missing array {e}") from None
         except TypeError as e:
@@ -479,15 +484,19 @@ class TeacherChunk:
             _check_finite(f"activation {name}", self.activations[name], where)
 
     @staticmethod
-    def read_meta(path: str | Path) -> dict:
-        """Only the ``meta`` of a teacher chunk (no arrays are read), its format and version checked."""
-        path = Path(path)
-        meta = _read_npz_meta(path, "teacher cache")
+    def check_meta(meta: dict, path: str | Path) -> dict:
+        """A teacher chunk's ``meta``, its format and version checked (version 1 reads as version 2)."""
         if meta.get("format") != "tinytribe.teacher":
             raise FormatError(f"{path}: not a tinytribe teacher chunk")
-        if meta.get("format_version") not in (1, TEACHER_VERSION):   # version 1 reads as version 2
-            _check_version("teacher cache", meta.get("format_version"), TEACHER_VERSION, path)
+        if meta.get("format_version") == 1:  # version 1 had neither field; its rows were 1 s wide
+            meta["format_version"] = TEACHER_VERSION
+        _check_version("teacher cache", meta.get("format_version"), TEACHER_VERSION, path)
         return meta
+
+    @staticmethod
+    def read_meta(path: str | Path) -> dict:
+        """Only the ``meta`` of a teacher chunk (no arrays are read), checked like :meth:`load` checks it."""
+        return TeacherChunk.check_meta(_read_npz_meta(Path(path), "teacher cache"), path)
 
     def take_predictions(self, mask: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
         """(k, V): the rows ``mask`` selects (the same call reads a lazy teacher by rows)."""
@@ -509,11 +518,7 @@ class TeacherChunk:
     def load(cls, path: str | Path) -> "TeacherChunk":
         path = Path(path)
         arrays, meta = _read_npz(path, "teacher cache")
-        if meta.pop("format", None) != "tinytribe.teacher":
-            raise FormatError(f"{path}: not a tinytribe teacher chunk")
-        if meta.get("format_version") == 1:  # version 1 had neither field; its rows were 1 s wide
-            meta["format_version"] = TEACHER_VERSION
-        _check_version("teacher cache", meta.get("format_version"), TEACHER_VERSION, path)
+        cls.check_meta(meta, path).pop("format")
         names = [k.split("__", 1)[1] for k in arrays if k.startswith("act__")]
         try:
             return cls(predictions=arrays["predictions"], bold_times_s=arrays["bold_times_s"],

@@ -92,7 +92,7 @@ def test_asr_words_are_saved_and_a_corrected_file_is_fed_back(extractor, media_d
 
 
 def test_one_transcript_per_text_only_stimulus_in_search_order(tmp_path):
-    from tinytribe.features.cache import stimulus_id, transcript_only
+    from tinytribe.features.cache import stimulus_id, transcript_only  # stimulus_id: from words, re-exported
 
     for name in ("tale.tsv", "tale.words.tsv", "fable.words.tsv", "clip.srt", "clip.mp4"):
         (tmp_path / name).write_text("")

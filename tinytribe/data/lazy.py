@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytribe.formats import TEXT_TIMING, TIMING_SCALE, FeatureCache, FormatError, TeacherChunk
+from tinytribe.formats import TEXT_TIMING, FeatureCache, FormatError, TeacherChunk, with_timing, words_from_arrays
+from tinytribe.teacher.cache import STITCH_KEYS
 
 
 class NpzArrays:
@@ -126,15 +127,9 @@ class LazyFeatures:
     def words(self) -> list:
         """The word events (read on first use)."""
         if self._words is None:
-            from tinytribe.formats import Word
-
-            z = self._npz
-            if "words__text" not in z.members:
-                self._words = []
-            else:
-                conf = z.whole("words__confidence")
-                self._words = [Word(str(t), float(o), float(d), None if np.isnan(c) else float(c)) for t, o, d, c in
-                               zip(z.whole("words__text"), z.whole("words__onset_s"), z.whole("words__duration_s"), conf)]
+            members = self._npz.members
+            self._words = words_from_arrays(lambda name, default: self._npz.whole(name) if name in members
+                                            else default)
         return self._words
 
     @property
@@ -149,10 +144,7 @@ class LazyFeatures:
         """As :meth:`FeatureCache.model_input`, reading steps ``start:stop`` only."""
         lo, hi = start or 0, self.n_steps if stop is None else stop
         x = self._npz.rows(f"feat__{modality}", lo, hi).astype(dtype, copy=False)
-        if modality != "text":
-            return x
-        return np.concatenate([x] + [(TIMING_SCALE * self.timing[k][lo:hi, None]).astype(dtype) for k in TEXT_TIMING],
-                              axis=1)
+        return with_timing(x, self.timing, slice(lo, hi), dtype) if modality == "text" else x
 
 
 class _Rows:
@@ -185,7 +177,7 @@ class LazyTeacher:
         chunks.sort(key=lambda c: c[0]["start_s"])
         first = chunks[0][0]
         for meta, _ in chunks[1:]:
-            for key in ("stimulus_id", "space", "teacher", "hrf_offset_s", "sample_width_s", "source_sha256"):
+            for key in STITCH_KEYS:
                 if meta.get(key) != first.get(key):
                     raise ValueError(f"teacher chunk {meta['chunk_id']}: {key} {meta.get(key)!r} differs from "
                                      f"{first['chunk_id']}'s {first.get(key)!r}")

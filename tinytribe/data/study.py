@@ -82,11 +82,15 @@ class LoadedStudy:
     def subjects(self) -> list[str]:
         return self.study.subjects
 
-    def split(self, name: str) -> Selection:
-        """The samples split ``name`` holds: whole runs of its stimuli, the samples of its time ranges."""
+    def split_parts(self, name: str) -> list[SplitPart]:
+        """The parts of split ``name`` (a one-line error when there is no such split)."""
         if name not in self.study.splits:
             raise StudyError(f"{self.root / 'study.json'}: no split {name!r} (splits: {', '.join(self.study.splits)})")
-        return resolve(self, self.study.splits[name])
+        return self.study.splits[name]
+
+    def split(self, name: str) -> Selection:
+        """The samples split ``name`` holds: whole runs of its stimuli, the samples of its time ranges."""
+        return resolve(self, self.split_parts(name))
 
     def select(self, parts: list[SplitPart]) -> Selection:
         """The samples that split parts (stimulus ids, :class:`~tinytribe.formats.SplitRange` s) hold,
@@ -123,15 +127,20 @@ class LoadedStudy:
         """Masks (within ``masks``) of the samples whose stimulus and BOLD time (to the millisecond) every
         group of runs has, so that the groups' samples, concatenated run by run, line up in time."""
         def keys(i: int, m: np.ndarray) -> set[tuple[str, int]]:
-            return {(self.runs[i].stimulus, int(k)) for k in np.round(self.runs[i].bold_times_s[m] * 1e3)}
+            return {(self.runs[i].stimulus, k) for k in time_keys(self.runs[i].bold_times_s[m])}
 
         shared = set.intersection(*[set().union(*[keys(i, masks[i]) for i in g]) for g in groups])
         out = {}
         for g in groups:
             for i in g:
-                ms = np.round(self.runs[i].bold_times_s * 1e3).astype(np.int64)
-                out[i] = masks[i] & np.array([(self.runs[i].stimulus, int(k)) in shared for k in ms], bool)
+                ms = time_keys(self.runs[i].bold_times_s)
+                out[i] = masks[i] & np.array([(self.runs[i].stimulus, k) in shared for k in ms], bool)
         return out
+
+
+def time_keys(times_s: np.ndarray) -> list[int]:
+    """BOLD times as whole milliseconds: the keys by which samples of different runs are matched."""
+    return np.round(np.asarray(times_s, np.float64) * 1e3).astype(np.int64).tolist()
 
 
 def _bad_values(a: np.ndarray, where: str, cortex: np.ndarray) -> str | None:
@@ -270,29 +279,24 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
             raise StudyError(f"{fpath}: no {lacking[0]} features, but study.json lists {lacking[0]!r} among the "
                              f"modalities of {sid!r} (re-extract, or list only {', '.join(fc.features)})")
         tc = None
-        if teacher and st.teacher and lazy:
+        paths = [root / rel for rel in st.teacher] if teacher else []
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise StudyError(f"{missing[0]}: teacher chunk of stimulus {sid!r} missing")
+        if paths and lazy:
             from tinytribe.data.lazy import LazyTeacher
 
-            missing = [root / rel for rel in st.teacher if not (root / rel).is_file()]
-            if missing:
-                raise StudyError(f"{missing[0]}: teacher chunk of stimulus {sid!r} missing")
             try:
-                tc = LazyTeacher([root / rel for rel in st.teacher], zscore=teacher_zscore)
+                tc = LazyTeacher(paths, zscore=teacher_zscore)
             except (FormatError, ValueError) as e:
                 raise StudyError(str(e).splitlines()[0]) from None
-        elif teacher and st.teacher:
+        elif paths:
             from tinytribe.teacher.cache import stitch_chunks
 
-            chunks = []
-            for rel in st.teacher:
-                tpath = root / rel
-                if not tpath.is_file():
-                    raise StudyError(f"{tpath}: teacher chunk of stimulus {sid!r} missing")
-                try:
-                    chunks.append(TeacherChunk.load(tpath))
-                except FormatError as e:
-                    raise StudyError(str(e).splitlines()[0]) from None
-            tc = stitch_chunks(chunks)
+            try:
+                tc = stitch_chunks([TeacherChunk.load(p) for p in paths])
+            except FormatError as e:
+                raise StudyError(str(e).splitlines()[0]) from None
             if teacher_zscore:   # per stimulus and output, as fMRI runs are per run: MSE against either means the same
                 tc.predictions = zscore_runs(tc.predictions.astype(np.float32))
         stimuli[sid] = StimulusData(sid, st.duration_s, fc, modalities, tc)

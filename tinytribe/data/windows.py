@@ -74,9 +74,7 @@ def make_stimulus_windows(study: LoadedStudy, parts: list | str | None = None, *
     if length_s <= 0 or (stride_s is not None and stride_s <= 0):
         raise ValueError(f"length_s and stride_s must be > 0, got {length_s}, {stride_s}")
     if isinstance(parts, str):
-        if parts not in study.study.splits:
-            raise ValueError(f"{study.root / 'study.json'}: no split {parts!r} (splits: {', '.join(study.study.splits)})")
-        parts = study.study.splits[parts]
+        parts = study.split_parts(parts)
     stride = stride_s or length_s
     out = []
     for sid, stretches in stimulus_intervals(study, parts).items():

@@ -68,10 +68,16 @@ def split_half_reliability(repeats: np.ndarray, seed: int = 0) -> np.ndarray:
     return r_half / (m - (m - 1) * r_half)
 
 
+def ceiling_of(reliability: np.ndarray) -> np.ndarray:
+    """``sqrt(max(reliability, 0))`` elementwise; NaN (no reliability: a constant output) stays NaN."""
+    rel = np.asarray(reliability, np.float64)
+    return np.where(np.isnan(rel), np.nan, np.sqrt(np.clip(rel, 0.0, None)))
+
+
 def noise_ceiling(repeats: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(V,) expected r between a perfect model and one run: ``sqrt(max(reliability, 0))``."""
-    rel = split_half_reliability(repeats, seed)
-    return np.sqrt(np.clip(np.nan_to_num(rel, nan=0.0), 0.0, None))
+    """(V,) expected r between a perfect model and one run: ``sqrt(max(reliability, 0))`` (0 where a
+    run is constant)."""
+    return np.nan_to_num(ceiling_of(split_half_reliability(repeats, seed)), nan=0.0)
 
 
 def pooled_ceiling(reliability: np.ndarray) -> np.ndarray:
@@ -83,7 +89,7 @@ def pooled_ceiling(reliability: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN outputs (the medial wall)
         mean = np.nanmean(rel, axis=0)
-    return np.where(np.isnan(mean), np.nan, np.sqrt(np.clip(mean, 0.0, None)))
+    return ceiling_of(mean)
 
 
 def inter_subject_predictivity(data: np.ndarray) -> np.ndarray:

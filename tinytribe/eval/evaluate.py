@@ -31,7 +31,7 @@ import numpy as np
 
 from tinytribe.data.splits import Selection, as_selection
 from tinytribe.data.study import LoadedStudy
-from tinytribe.eval.ceiling import inter_subject_predictivity, pooled_ceiling, split_half_reliability
+from tinytribe.eval.ceiling import ceiling_of, inter_subject_predictivity, pooled_ceiling, split_half_reliability
 from tinytribe.eval.metrics import pearson_r, resample
 from tinytribe.spaces import to_space
 
@@ -166,9 +166,7 @@ class Evaluation:
     @property
     def ceiling(self) -> np.ndarray | None:
         """(S, V) per-subject ceilings ``sqrt(max(rho_1, 0))`` (None without repeats)."""
-        if self.reliability is None:
-            return None
-        return np.where(np.isnan(self.reliability), np.nan, np.sqrt(np.clip(self.reliability, 0.0, None)))
+        return None if self.reliability is None else ceiling_of(self.reliability)
 
     def ceiling_map(self) -> np.ndarray | None:
         """(V,) the group's ceiling per output: reliabilities pooled over subjects, then the square root."""

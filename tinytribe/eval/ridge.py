@@ -41,7 +41,7 @@ from typing import Literal
 import numpy as np
 
 from tinytribe.data.splits import Selection, as_selection
-from tinytribe.data.study import LoadedStudy
+from tinytribe.data.study import LoadedStudy, time_keys
 from tinytribe.formats import MODALITIES
 from tinytribe.grids import overlap
 
@@ -307,7 +307,7 @@ def check_no_overlap(study: LoadedStudy, train: Selection, test: Selection) -> N
         ValueError: naming the stimulus, a test run and how many of its samples are in training.
     """
     def keys(i: int, mask: np.ndarray) -> set[int]:
-        return set(np.round(study.runs[i].bold_times_s[mask] * 1e3).astype(np.int64).tolist())
+        return set(time_keys(study.runs[i].bold_times_s[mask]))
 
     seen: dict[str, set[int]] = {}
     for i in train:

@@ -20,18 +20,8 @@ from pathlib import Path
 
 from tinytribe import manifest as mf
 from tinytribe.features.extract import FeatureExtractor, stitch
-from tinytribe.features.words import TRANSCRIPT_SUFFIXES, WORDS_SUFFIX, read_transcript, write_tsv
+from tinytribe.features.words import WORDS_SUFFIX, is_transcript, read_transcript, stimulus_id, write_tsv
 from tinytribe.formats import FeatureCache, FormatError, Manifest, ManifestItem
-
-
-def is_transcript(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in TRANSCRIPT_SUFFIXES
-
-
-def stimulus_id(path: str | Path) -> str:
-    """The stimulus a media or transcript file stands for: its stem (``story.words.tsv`` -> ``story``)."""
-    name = Path(path).name
-    return name[: -len(WORDS_SUFFIX)] if name.lower().endswith(WORDS_SUFFIX) else Path(path).stem
 
 
 def transcript_only(files: list[Path], media: list[Path]) -> tuple[list[Path], list[str]]:

@@ -30,7 +30,8 @@ import numpy as np
 from tinytribe._io import sha256_file
 from tinytribe.config import to_dict
 from tinytribe.features.decode import MediaError, iter_audio, probe_media, sample_frames
-from tinytribe.features.words import TRANSCRIPT_SUFFIXES, read_transcript, transcript_search
+from tinytribe.features.words import is_transcript, read_transcript, transcript_search
+from tinytribe.features.words import stimulus_id as words_stimulus_id
 from tinytribe.formats import MODALITIES, FeatureCache, Word
 from tinytribe.provenance import provenance
 
@@ -263,8 +264,7 @@ class FeatureExtractor:
         if info is None and words is None:
             raise ValueError("a stimulus needs a media file or a transcript")
         src = media or Path(transcript)
-        sid = stimulus_id or (src.name[:-len(".words.tsv")] if media is None and src.name.lower().endswith(".words.tsv")
-                              else src.stem)
+        sid = stimulus_id or (words_stimulus_id(src) if media is None else src.stem)
         duration = info.duration_s if info else (duration_s or (words[-1].end if words else 0.0))
         end = min(end_s if end_s is not None else duration, duration)
         if end - start_s <= 0:
@@ -305,7 +305,7 @@ class FeatureExtractor:
     def _transcript_hash(self, source: Path) -> str:
         """The hash a cache of ``source`` records for its transcript ("" without one); a transcript-only
         stimulus is its own transcript."""
-        if source.suffix.lower() in TRANSCRIPT_SUFFIXES:
+        if is_transcript(source):
             return self.source_hash(source)
         transcript = transcript_search(source)[0]
         return self.source_hash(transcript) if transcript else ""

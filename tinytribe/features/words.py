@@ -45,6 +45,16 @@ class TranscriptError(ValueError):
     """A transcript cannot be read; the message names the file and the reason."""
 
 
+def is_transcript(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in TRANSCRIPT_SUFFIXES
+
+
+def stimulus_id(path: str | Path) -> str:
+    """The stimulus a media or transcript file stands for: its stem (``story.words.tsv`` -> ``story``)."""
+    name = Path(path).name
+    return name[: -len(WORDS_SUFFIX)] if name.lower().endswith(WORDS_SUFFIX) else Path(path).stem
+
+
 def _clean(words: list[Word], path: Path) -> list[Word]:
     out = []
     for w in words:

@@ -89,6 +89,9 @@ def teacher_job_work(media_root: str | Path, out_dir: str | Path, teacher: Teach
     return work
 
 
+STITCH_KEYS = ("stimulus_id", "space", "teacher", "hrf_offset_s", "sample_width_s", "source_sha256")  # chunks agree
+
+
 def stitch_chunks(chunks: Iterable[TeacherChunk]) -> TeacherChunk:
     """Join the chunks of one stimulus into one, in time order.
 
@@ -100,7 +103,7 @@ def stitch_chunks(chunks: Iterable[TeacherChunk]) -> TeacherChunk:
         raise ValueError("no chunks to stitch")
     first = chunks[0]
     for c in chunks[1:]:
-        for key in ("stimulus_id", "space", "teacher", "hrf_offset_s", "sample_width_s", "source_sha256"):
+        for key in STITCH_KEYS:
             if getattr(c, key) != getattr(first, key):
                 raise ValueError(f"chunk {c.chunk_id}: {key} {getattr(c, key)!r} differs from "
                                  f"{first.chunk_id}'s {getattr(first, key)!r}")
