@@ -32,6 +32,7 @@ KERNELS = Path(__file__).resolve().parent / "kernels"
 USER_PLACEHOLDER = "YOUR_KAGGLE_USERNAME"
 REQUIRED_FIELDS = ("id", "title", "code_file", "language", "kernel_type", "is_private", "enable_gpu",
                    "enable_internet", "dataset_sources")
+GPU_SHAPES = ("NvidiaTeslaT4", "NvidiaTeslaP100")   # the free tier's GPUs (T4: no bf16, so fp16 training)
 PLACEHOLDER = re.compile(r"YOUR_[A-Z_]+|^REQUIRED$")
 WHY_REQUIRED = {"sync_remote": "a scheduled Kaggle run starts with an empty /kaggle/working, so without a "
                                "remote every run would start the job over"}
@@ -65,6 +66,12 @@ def load_kernel(name: str) -> tuple[dict, dict, Path]:
     for key in ("is_private", "enable_gpu", "enable_internet"):
         if meta[key] not in ("true", "false"):
             raise PushError(f"{folder}/kernel-metadata.json: {key} must be \"true\" or \"false\"")
+    shape = meta.get("machine_shape")
+    if meta["enable_gpu"] == "true" and shape not in GPU_SHAPES:
+        raise PushError(f"{folder}/kernel-metadata.json: a GPU kernel names its GPU in machine_shape "
+                        f"({' or '.join(GPU_SHAPES)}; the kaggle CLI reads it since 1.8), not {shape!r}")
+    if meta["enable_gpu"] == "false" and shape is not None:
+        raise PushError(f"{folder}/kernel-metadata.json: machine_shape {shape!r} on a kernel without a GPU")
     return meta, params, notebook
 
 

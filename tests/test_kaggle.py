@@ -32,8 +32,8 @@ def _notebook_parameters(name: str) -> set[str]:
     return {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
 
 
-def test_the_teacher_and_feature_notebooks_have_kernels():
-    assert {"01_extract_features", "02_teacher_inference"} <= set(KERNELS)
+def test_the_teacher_feature_and_training_notebooks_have_kernels():
+    assert {"01_extract_features", "02_teacher_inference", "04_phase2_kd"} <= set(KERNELS)
 
 
 @pytest.mark.parametrize("name", KERNELS)
@@ -45,8 +45,9 @@ def test_metadata_is_valid_and_names_a_notebook(name):
     assert isinstance(meta["dataset_sources"], list)
     unknown = set(params) - _notebook_parameters(name)
     assert not unknown, f"parameters.json sets what the notebook does not have: {unknown}"
-    if name in ("01_extract_features", "02_teacher_inference"):
+    if name in ("01_extract_features", "02_teacher_inference", "04_phase2_kd"):
         assert meta["enable_gpu"] == "true" and params["sync_remote"] == "REQUIRED"
+        assert meta["machine_shape"] == "NvidiaTeslaT4"
 
 
 def test_dry_run_stages_a_parameterised_notebook(tmp_path, capsys):
@@ -91,6 +92,13 @@ def test_bad_metadata_is_named(tmp_path, monkeypatch):
         push.load_kernel("02_teacher_inference")
     (bad / "kernel-metadata.json").write_text(json.dumps({**meta, "code_file": "gone.ipynb"}))
     with pytest.raises(push.PushError, match="code_file gone.ipynb does not exist"):
+        push.load_kernel("02_teacher_inference")
+    good = str(ROOT / "notebooks" / "02_teacher_inference.ipynb")
+    (bad / "kernel-metadata.json").write_text(json.dumps({**meta, "code_file": good, "machine_shape": "TPUv9"}))
+    with pytest.raises(push.PushError, match="names its GPU in machine_shape"):
+        push.load_kernel("02_teacher_inference")
+    (bad / "kernel-metadata.json").write_text(json.dumps({**meta, "code_file": good, "enable_gpu": "false"}))
+    with pytest.raises(push.PushError, match="machine_shape 'NvidiaTeslaT4' on a kernel without a GPU"):
         push.load_kernel("02_teacher_inference")
 
 

@@ -226,3 +226,26 @@ def test_evaluate_notebook_on_a_one_story_roi_study(story_study, tmp_path):
     by_roi = {r["roi"]: r for r in report["rois"]}
     assert by_roi["auditory L"]["low-level"] > 0.5 > by_roi["precuneus"]["low-level"]   # word rate drives auditory ROIs
     assert report["models"]["ridge"]["mean_r"] > report["models"]["low-level"]["mean_r"]
+
+
+@pytest.mark.notebook
+def test_phase2_notebook_stops_on_its_budget_and_resumes(demo_study, tmp_path):
+    from tinytribe.formats import Checkpoint
+
+    params = {"study_dirs": [str(demo_study)], "run_dir": str(tmp_path / "run"), "max_steps": 30,
+              "overrides": ["loop.val_every=10", "loop.checkpoint_every=10"]}
+    first = run_notebook("04_phase2_kd", tmp_path / "exec1", {**params, "session_limit_s": 3.0}, cwd=tmp_path)
+    assert "stopped on the session budget" in _text_outputs(first)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    stopped_at = Checkpoint.load(last).step
+    assert 0 < stopped_at < 30
+
+    second = run_notebook("04_phase2_kd", tmp_path / "exec2", params, cwd=tmp_path)
+    text = _text_outputs(second)
+    assert f"resuming {last} at step {stopped_at}" in text and "finished 30 steps" in text
+    assert "student: r with the teacher" in text and "teacher " in text   # the validation table
+    assert _has_png(second), "the loss curves are missing"
+    ck = Checkpoint.load(last)
+    assert ck.step == 30 and ck.recipe == "phase2" and ck.teacher["id"] == "tinytribe/demo-teacher"
+    ledger = json.loads((tmp_path / "run" / "quota_ledger.json").read_text())
+    assert [s["job"] for s in ledger["sessions"]] == ["phase2", "phase2"]

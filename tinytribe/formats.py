@@ -30,7 +30,7 @@ JOBDEF_VERSION = 1
 FEATURES_VERSION = 2  # 2 added the text stream's timing channels and the words; version 1 is refused (re-extract)
 TEACHER_VERSION = 2  # 2 added `events`, `sample_width_s`, `source_sha256`; version 1 files still load
 STUDY_VERSION = 2  # 2 added time-range splits, `output_names`, stimulus `words` and `media`; version 1 files still load
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2 added the recipe, its resolved config, extra heads, the teacher and the grad scaler; version 1 still loads
 
 Status = Literal["pending", "running", "done", "failed"]
 MODALITIES = ("text", "audio", "video")
@@ -709,7 +709,10 @@ class Checkpoint:
     """Everything needed to rebuild a model and resume its training exactly.
 
     ``config`` is the fully resolved model config (a checkpoint rebuilds its own model);
-    ``rng_state`` holds plain values and tensors only, so loading needs no pickle.
+    ``recipe`` / ``train_config`` name the training recipe and hold its resolved config; ``heads_state``
+    the state of a phase's extra heads (Phase 1's prediction heads), by name; ``teacher`` the teacher
+    (``id``, ``revision``) whose outputs the training used, or None; ``rng_state`` holds plain values
+    and tensors only, so loading needs no pickle. Version-1 files load with the new fields empty.
     """
 
     model_state: dict[str, Any]
@@ -723,6 +726,11 @@ class Checkpoint:
     rng_state: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, str] = field(default_factory=dict)
+    recipe: str = ""
+    train_config: dict[str, Any] = field(default_factory=dict)
+    heads_state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    teacher: dict[str, str] | None = None
+    scaler_state: dict[str, Any] | None = None
     format_version: int = CHECKPOINT_VERSION
 
     def save(self, path: str | Path) -> Path:
@@ -744,7 +752,9 @@ class Checkpoint:
             raise FormatError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
         if not isinstance(payload, dict) or payload.pop("format", None) != "tinytribe.checkpoint":
             raise FormatError(f"{path}: not a tinytribe checkpoint")
-        _check_version("checkpoint", payload.get("format_version"), CHECKPOINT_VERSION, path)
+        if payload.get("format_version") != 1:   # version 1: the same fields, fewer of them
+            _check_version("checkpoint", payload.get("format_version"), CHECKPOINT_VERSION, path)
+        payload["format_version"] = CHECKPOINT_VERSION
         try:
             return cls(**payload)
         except TypeError as e:

@@ -94,28 +94,46 @@ def parcel_means(x: np.ndarray, labels: np.ndarray, n_parcels: int | None = None
     return means.astype(np.float32).reshape(*x.shape[:-1], n)
 
 
-def reduce_space(x: np.ndarray, source: str, target: str) -> np.ndarray:
-    """Map responses (..., V) from ``source`` to a coarser ``target`` space.
+def reduction(source: str, target: str) -> tuple[str, np.ndarray | None]:
+    """How :func:`reduce_space` maps ``source`` onto a coarser ``target``, for code that applies it
+    itself (a loss on GPU tensors): ``("same", None)``; ``("select", indices)`` of the source outputs;
+    or ``("parcels", labels)``, the (V_source,) parcel label 1..n of each source output (0: none).
 
-    fsaverage5 → fsaverage4 selects the shared vertices; fsaverage5 → schaefer-N averages parcels;
-    a space onto itself returns ``x`` unchanged.
+    fsaverage4 → a Schaefer parcellation averages the fsaverage4 vertices of each parcel (fsaverage4
+    is a subset of fsaverage5's vertices, and every Schaefer-400/1000 parcel holds some of them).
 
     Raises:
-        ValueError: the map does not exist (e.g. fsaverage4 → fsaverage5 is an upsampling) or ``x``
-            does not have ``source``'s size.
+        ValueError: the map does not exist (e.g. fsaverage4 → fsaverage5 is an upsampling).
+    """
+    if target == source:
+        return "same", None
+    if source == "fsaverage5" and target == "fsaverage4":
+        return "select", fsaverage4_indices()
+    if source in ("fsaverage5", "fsaverage4") and target in PARCELLATIONS:
+        labels, _ = parcellation(target)
+        return "parcels", labels if source == "fsaverage5" else labels[fsaverage4_indices()]
+    known = sorted(SPACES)
+    raise ValueError(f"no reduction from {source} to {target} (spaces: {', '.join(known)}; reductions go "
+                     f"from fsaverage5 to fsaverage4, or from either to a Schaefer parcellation)")
+
+
+def reduce_space(x: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Map responses (..., V) from ``source`` to a coarser ``target`` space (:func:`reduction`).
+
+    fsaverage5 → fsaverage4 selects the shared vertices; fsaverage5 or fsaverage4 → schaefer-N averages
+    parcels; a space onto itself returns ``x`` unchanged.
+
+    Raises:
+        ValueError: the map does not exist or ``x`` does not have ``source``'s size.
     """
     if x.shape[-1] != space_size(source):
         raise ValueError(f"data has {x.shape[-1]} outputs, {source} has {space_size(source)}")
-    if target == source:
-        return x
-    if source == "fsaverage5" and target == "fsaverage4":
-        return x[..., fsaverage4_indices()]
-    if source == "fsaverage5" and target in PARCELLATIONS:
-        labels, _ = parcellation(target)
-        return parcel_means(x, labels, space_size(target))
-    known = sorted(SPACES)
-    raise ValueError(f"no reduction from {source} to {target} (spaces: {', '.join(known)}; reductions go "
-                     f"from fsaverage5 to fsaverage4 or to a Schaefer parcellation)")
+    kind, index = reduction(source, target)
+    if kind == "select":
+        return x[..., index]
+    if kind == "parcels":
+        return parcel_means(x, index, space_size(target))
+    return x
 
 
 @functools.cache

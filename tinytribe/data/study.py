@@ -364,3 +364,22 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
             if not isinstance(part, str) and any(r.stimulus == sid for r in runs) and not len(loaded.select([part])):
                 warn(f"{root / 'study.json'}: split {name!r} part {part} holds no BOLD sample of any run")
     return loaded
+
+
+def in_space(study: LoadedStudy, space: str) -> LoadedStudy:
+    """A copy of ``study`` whose fMRI runs are reduced to the coarser ``space``
+    (:func:`tinytribe.spaces.reduce_space`: fsaverage4 vertices averaged into Schaefer parcels, ...),
+    to score a model that predicts that space. A parcel of medial wall only is the copy's medial wall; the copy
+    has no teacher (its outputs stay in the study's space) and shares the features."""
+    import dataclasses
+
+    from tinytribe.spaces import reduce_space
+
+    if space == study.study.space:
+        return study
+    runs = [dataclasses.replace(r, fmri=reduce_space(r.fmri, study.study.space, space).astype(np.float32))
+            for r in study.runs]   # medial-wall vertices are 0: they scale a parcel's mean, not its r
+    medial = reduce_space(study.cortex.astype(np.float32)[None], study.study.space, space)[0] == 0
+    return dataclasses.replace(
+        study, study=dataclasses.replace(study.study, space=space, output_names=None), runs=runs, medial_wall=medial,
+        stimuli={k: dataclasses.replace(s, teacher=None) for k, s in study.stimuli.items()})

@@ -101,6 +101,70 @@ def student_predictions(study: LoadedStudy, runs: Selection | list[int], model, 
     return out
 
 
+@dataclass
+class TeacherAgreement:
+    """A student against the teacher on stimulus windows (held-out corpus stimuli, no fMRI needed).
+
+    Attributes:
+        r: (V,) Pearson r per output of the model's space over every window's teacher rows (NaN where
+            the teacher is constant: the medial wall).
+        feature_cos: mean cosine of the KD head's features and the teacher activation (None without).
+        expert_share: (n_layers, E) share of routing slots per expert over the windows.
+        n_rows: teacher rows scored.
+    """
+
+    r: np.ndarray
+    feature_cos: float | None
+    expert_share: np.ndarray
+    n_rows: int
+
+    def mean(self) -> float:
+        return float(np.nanmean(self.r)) if np.isfinite(self.r).any() else float("nan")
+
+
+def teacher_agreement(study: LoadedStudy, windows: list, model, *, device: str = "cpu",
+                      activation: str | None = "fusion_l4", lead_in_s: float = 16.0) -> TeacherAgreement:
+    """Run the student (average subject) on ``windows`` (:class:`~tinytribe.data.windows.StimulusWindow` s
+    of stimuli with a teacher, e.g. ``make_stimulus_windows(study, "val")``) and compare its teacher-grid
+    output with the teacher's predictions, mapped into the model's space
+    (:func:`tinytribe.spaces.reduce_space`) when the spaces differ."""
+    import torch
+
+    from tinytribe.data.windows import collate, window_item
+    from tinytribe.spaces import reduce_space
+
+    if not windows:
+        raise ValueError("no windows to compare with the teacher")
+    model = model.to(device).eval()
+    preds, targets, shares, cos = [], [], [], []
+    for w in windows:
+        b = collate([window_item(study, w, lead_in_s=lead_in_s)])
+        if "teacher" not in b:
+            raise ValueError(f"stimulus {w.stimulus!r} has no teacher outputs")
+        kd = {activation: b["kd_grids"][activation]} if activation and activation in b.get("teacher_acts", {}) else None
+        with torch.no_grad():
+            out = model({m: x.to(device) for m, x in b["features"].items()}, b["available"].to(device),
+                        b["t0"].to(device), {"teacher": b["grids"]["teacher"]},
+                        masks={m: k.to(device) for m, k in b["masks"].items()}, kd_grids=kd)
+        k = b["teacher_valid"][0].numpy()
+        preds.append(out.responses["teacher"][0].float().cpu().numpy()[k])
+        targets.append(b["teacher"][0].float().numpy()[k])
+        shares.append(out.aux["expert_share"].float().cpu().numpy() * k.sum())
+        if kd:
+            valid = b["teacher_acts_valid"][activation][0]
+            c = torch.nn.functional.cosine_similarity(out.kd[activation][0].float().cpu()[valid],
+                                                      b["teacher_acts"][activation][0].float()[valid], dim=-1)
+            cos.append(c.numpy())
+    pred, target = np.concatenate(preds), np.concatenate(targets)
+    target = reduce_space(target, study.study.space, model.config.space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant outputs (medial wall): NaN r, by design
+        r = pearson_r(pred, target)
+    share = np.sum(shares, axis=0) / max(pred.shape[0], 1)
+    return TeacherAgreement(r=r, feature_cos=float(np.concatenate(cos).mean()) if cos else None,
+                            expert_share=share, n_rows=int(pred.shape[0]))
+
+
 def _check(study: LoadedStudy, runs: list[int], name: str, preds: Predictions) -> None:
     n_out = study.study.n_outputs
     missing = [i for i in runs if i not in preds]

@@ -183,3 +183,53 @@ def plot_roi_bars(rows: list[dict], models: list[str], title: str = ""):
     ax.legend(fontsize=7, ncol=len(models) + 1)
     fig.tight_layout()
     return fig
+
+
+def plot_training(train_log: dict[str, np.ndarray], val_log: dict[str, np.ndarray] | None = None, *,
+                  terms: list[str] | None = None, n_experts: int | None = None):
+    """Loss curves and the validation monitors of a training run (the columns of ``train_log.csv`` and
+    ``val_log.csv``, e.g. from ``tinytribe.train.loop.read_log``).
+
+    Panels: each loss term over steps (smoothed over 10 steps, raw behind); validation r against the
+    teacher and fMRI; the KD feature cosine (design target > 0.7); routing entropy as a fraction of
+    ln E (healthy >= 0.7) and the smallest and largest expert share in units of 1/E (healthy 0.5-2).
+    """
+    import matplotlib.pyplot as plt
+
+    terms = terms or [t for t in ("loss", "kd", "feature", "temporal", "multires", "aux", "fmri", "teacher_reg",
+                                  "masked", "contrastive", "next") if t in train_log]
+    val = val_log if val_log and len(val_log.get("step", [])) else None
+    fig, axes = plt.subplots(1, 4 if val else 1, figsize=(14 if val else 5, 3.2), squeeze=False)
+    ax = axes[0, 0]
+    steps = train_log["step"]
+    for t in terms:
+        y = train_log[t]
+        k = min(10, len(y))
+        smooth = np.convolve(y, np.ones(k) / k, mode="valid") if k else y
+        line, = ax.plot(steps[k - 1:] if k else steps, smooth, label=t)
+        ax.plot(steps, y, color=line.get_color(), alpha=0.2, lw=0.8)
+    ax.set(xlabel="step", ylabel="loss term", title="training loss terms", yscale="log")
+    ax.legend(fontsize=7, ncol=2)
+    if val:
+        ax = axes[0, 1]
+        for key, label in (("r_teacher", "r vs teacher"), ("r_fmri", "r vs fMRI")):
+            if key in val and np.isfinite(val[key]).any():
+                ax.plot(val["step"], val[key], "o-", label=label)
+        ax.set(xlabel="step", ylabel="mean r", title="validation")
+        ax.legend(fontsize=8)
+        ax = axes[0, 2]
+        if "feature_cos" in val and np.isfinite(val["feature_cos"]).any():
+            ax.plot(val["step"], val["feature_cos"], "o-", color="tab:purple")
+            ax.axhline(0.7, ls="--", color="grey", lw=1)
+        ax.set(xlabel="step", ylabel="cosine", title="KD features vs teacher (target > 0.7)")
+        ax = axes[0, 3]
+        if "route_entropy_frac" in val:
+            ax.plot(val["step"], val["route_entropy_frac"], "o-", label="entropy / ln E")
+            ax.plot(val["step"], val["min_share_e"], "v-", label="smallest share x E")
+            ax.plot(val["step"], val["max_share_e"], "^-", label="largest share x E")
+            ax.axhspan(0.5, 2.0, color="tab:green", alpha=0.08)
+            ax.axhline(0.7, ls="--", color="grey", lw=1)
+        ax.set(xlabel="step", title=f"routing{f' (E = {n_experts})' if n_experts else ''}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,464 @@
+"""The one training loop every phase shares: a recipe gives the data, the loss and the validation;
+the loop does device, precision, optimiser, schedule, budget, checkpoints, exact resume, logs and DDP.
+
+    recipe = KDRecipe(studies, model.config, KDConfig())
+    result = train(model, recipe, LoopConfig(epochs=10), "runs/kd", budget=session.loop_budget())
+
+A run folder holds ``checkpoints/last.pt`` (the latest state, for resuming) and ``checkpoints/best.pt``
+(the best validation score), ``train_log.csv`` (every loss term and monitor per step) and
+``val_log.csv`` (every validation). Resuming from ``last.pt`` continues the same batch order with the
+same random state, so on one CPU a run stopped and resumed ends with the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinytribe.config import to_dict
+from tinytribe.formats import Checkpoint, FormatError
+from tinytribe.model.checkpoint import save_checkpoint
+from tinytribe.train import distributed as dist
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+@dataclass
+class LoopConfig:
+    """How long and how to train, whatever the phase.
+
+    Attributes:
+        epochs: passes over the recipe's windows (``max_steps`` > 0 counts steps instead).
+        batch_size: windows per optimiser step (the global batch, over all processes).
+        weight_decay, grad_clip: AdamW's decay; the gradient norm clip.
+        warmup_frac: the OneCycle schedule's share of steps rising to each group's learning rate.
+        precision: ``auto``: bf16 autocast on GPUs from sm_80 (A100, H100), fp16 with gradient scaling
+            on older ones (T4, P100: no bf16), fp32 on CPU and MPS.
+        compile: ``torch.compile`` the model.
+        val_every: validate every this many steps (0: at the end of each epoch); always at the end.
+        checkpoint_every, checkpoint_every_epochs: write ``last.pt`` every this many steps / epochs (0: not).
+        collapse_patience: validations in a row with collapsed routing that stop the run (counted from
+            the recipe's ``collapse_check_from`` step: routing from random init is not judged during the
+            router warm-up, when tokens still look alike to it and an expert can sit idle).
+        num_workers: DataLoader workers (-1: 2 with a GPU, 0 on CPU).
+        stop_after: end this session after this many steps, as a budget would (rehearsals; 0: no).
+        tensorboard: also write TensorBoard events (needs ``pip install tensorboard``).
+    """
+
+    epochs: int = 10
+    max_steps: int = 0
+    batch_size: int = 8
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    warmup_frac: float = 0.1
+    precision: Precision = "auto"
+    compile: bool = False
+    device: str = "auto"
+    seed: int = 0
+    val_every: int = 0
+    checkpoint_every: int = 200
+    checkpoint_every_epochs: int = 0
+    collapse_patience: int = 3
+    num_workers: int = -1
+    stop_after: int = 0
+    tensorboard: bool = False
+
+
+class Recipe(Protocol):
+    """What a phase gives the loop (composition: any object with these members)."""
+
+    name: str                    # recipe name, saved in checkpoints ("phase2", "sprint", ...)
+    phase: str                   # checkpoint phase ("selfsup", "kd", "fmri", "adapt")
+    config: Any                  # the recipe's resolved dataclass config
+    dataset: Sequence[dict]      # training window items by index
+    heads: nn.ModuleDict         # the phase's extra heads (trained and saved beside the model)
+    teacher: dict | None         # {"id", "revision"} of the teacher the targets come from
+    collapse_check_from: int     # routing is judged from this step on (after a router warm-up)
+
+    def param_groups(self, model: nn.Module) -> list[dict]: ...   # [{"name", "params", "lr"}]
+    def loss(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def validate(self, model: nn.Module, device: str) -> dict[str, Any]: ...   # "score", metrics, "expert_share"
+
+
+@dataclass
+class TrainResult:
+    """How a session of training ended: ``status`` ``done``, ``budget`` (stopped to resume later),
+    ``nan`` or ``collapse`` (stopped, the last good checkpoint kept), with a one-line ``message``."""
+
+    status: str
+    step: int
+    total_steps: int
+    message: str
+    last: Path | None = None
+    best: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class TrainingStopped(RuntimeError):
+    """A run stopped on NaN/Inf (``kind="nan"``) or collapsed routing (``"collapse"``); the message is
+    the one-line reason."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_precision(device: str, requested: Precision = "auto") -> str:
+    """bf16 on CUDA sm_80+, fp16 (with gradient scaling) on older CUDA GPUs, fp32 elsewhere."""
+    if requested != "auto":
+        if requested != "fp32" and not device.startswith("cuda"):
+            raise ValueError(f"precision {requested!r} needs a CUDA device (this run is on {device})")
+        return requested
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.get_device_capability(torch.device(device))[0] >= 8 else "fp16"
+    return "fp32"
+
+
+def to_device(x: Any, device: str) -> Any:
+    """Tensors (and the time grids holding them) of a batch onto ``device``."""
+    from tinytribe.model.timegrid import TimeGrid
+
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, TimeGrid):
+        return TimeGrid(x.times.to(device), x.width_s)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return x
+
+
+def routing_health(share: np.ndarray) -> dict[str, float]:
+    """Routing monitors of (n_layers, E) expert shares: the lowest per-layer entropy of the shares (ln E
+    when balanced), the smallest and largest share, each as a fraction of what balance gives (1/E)."""
+    share = np.asarray(share, np.float64)
+    E = share.shape[-1]
+    p = share / np.clip(share.sum(-1, keepdims=True), 1e-12, None)
+    entropy = -(p * np.log(np.clip(p, 1e-12, None))).sum(-1)
+    return {"route_entropy": float(entropy.min()), "route_entropy_frac": float(entropy.min() / math.log(E)),
+            "min_share_e": float(p.min() * E), "max_share_e": float(p.max() * E)}
+
+
+def collapsed(health: dict[str, float]) -> str | None:
+    """Why routing counts as collapsed (an expert's share below 0.1/E, or entropy below 0.3 ln E), or None."""
+    if health["min_share_e"] < 0.1:
+        return f"an expert's token share is {health['min_share_e']:.3f}/E (< 0.1/E)"
+    if health["route_entropy_frac"] < 0.3:
+        return f"routing entropy is {health['route_entropy_frac']:.2f} ln E (< 0.3 ln E)"
+    return None
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].astype(np.int64), "numpy_pos":
+             int(np.random.get_state()[2]), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", np.asarray(state["numpy"], np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, world: int = 1) -> list[list[int]]:
+    """The batches of window indices of one epoch: a permutation fixed by (seed, epoch). A last batch
+    smaller than the number of processes is dropped (every process needs a window)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n).tolist()
+    batches = [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [b for b in batches if len(b) >= world]
+
+
+class _CSVLog:
+    """Rows appended to a CSV file; on resume, rows past the resumed step (written after the last
+    checkpoint by a session that was then killed) are dropped, so the log matches the weights."""
+
+    def __init__(self, path: Path, columns: list[str], resume_step: int | None):
+        self.path, self.columns = path, columns
+        rows: list[dict] = []
+        if resume_step is not None and path.is_file():
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= resume_step]
+            self.columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *columns]))
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        new = [k for k in row if k not in self.columns]
+        if new:   # a column first seen (a recipe's terms, validation metrics): rewrite with the wider header
+            with self.path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            self.columns += new
+            with self.path.open("w", newline="") as f:
+                w = csv.DictWriter(f, self.columns, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.columns, extrasaction="ignore").writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def read_log(path: str | Path) -> dict[str, np.ndarray]:
+    """A ``train_log.csv`` / ``val_log.csv`` as columns of floats (empty cells NaN), for plots."""
+    with Path(path).open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        cols = reader.fieldnames or []
+    return {c: np.array([float(r[c]) if r[c] not in ("", None) else np.nan for r in rows]) for c in cols}
+
+
+def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path, *, budget=None,
+          after_checkpoint: Callable[[], None] | None = None, resume: str | Path | None = "auto",
+          progress: bool = True) -> TrainResult:
+    """Train ``model`` with ``recipe`` until its steps are done, the budget says stop, or it fails.
+
+    Args:
+        model: the student (its weights are changed in place).
+        recipe: the phase (:class:`Recipe`).
+        cfg: the loop's settings.
+        run_dir: where checkpoints and logs go.
+        budget: a :class:`~tinytribe.budget.SessionBudget`; before it runs out the loop writes
+            ``last.pt`` and returns ``status="budget"``.
+        after_checkpoint: called after each checkpoint is written (a sync push).
+        resume: ``"auto"`` (continue ``run_dir/checkpoints/last.pt`` when it exists), a checkpoint path,
+            or None (start afresh, even over an old run).
+
+    Returns:
+        A :class:`TrainResult`. NaN/Inf in the loss, or routing collapsed for ``collapse_patience``
+        validations running, stop the run with ``status`` ``"nan"`` / ``"collapse"`` and a one-line
+        message; ``last.pt`` is then the last good state (no checkpoint is written while routing
+        looks collapsed, except at the end).
+    """
+    run_dir = Path(run_dir)
+    ck_dir = run_dir / "checkpoints"
+    device = pick_device(cfg.device)
+    d = dist.setup(device)
+    device = dist.device_for(device, d)
+    precision = pick_precision(device, cfg.precision)
+    amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+           if precision in ("bf16", "fp16") else nullcontext())
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    model.to(device)
+    recipe.heads.to(device)
+    groups = recipe.param_groups(model)
+    if len(recipe.heads):
+        groups.append({"name": "heads", "params": [p for p in recipe.heads.parameters() if p.requires_grad],
+                       "lr": groups[0]["lr"]})
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in groups], weight_decay=cfg.weight_decay)
+
+    n = len(recipe.dataset)
+    per_epoch = len(epoch_batches(n, cfg.batch_size, 0, cfg.seed, d.world))
+    if per_epoch == 0:
+        raise ValueError(f"{recipe.name}: {n} training windows make no batch of {d.world} processes")
+    total = cfg.max_steps or cfg.epochs * per_epoch
+    if total >= 2:   # warm-up of at least 1.5 steps: OneCycleLR divides by the warm-up's length
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total,
+                                                    pct_start=min(max(cfg.warmup_frac, 1.5 / total), 0.9))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    step, best, streak, last_good = 0, -math.inf, 0, None
+    metrics: dict[str, float] = {}
+    last_path = ck_dir / "last.pt"
+    resume_from = last_path if resume == "auto" and last_path.is_file() else (None if resume == "auto" else resume)
+    if resume_from is not None:
+        ck = Checkpoint.load(resume_from, map_location=device)
+        if ck.recipe and ck.recipe != recipe.name:
+            raise FormatError(f"{resume_from}: made by recipe {ck.recipe!r}, this run is {recipe.name!r} "
+                              f"(start afresh with resume=None, or from its weights with init_from)")
+        model.load_state_dict(ck.model_state)
+        recipe.heads.load_state_dict(ck.heads_state.get("heads", {}))
+        opt.load_state_dict(ck.optimizer_state)
+        sched.load_state_dict(ck.scheduler_state)
+        if ck.scaler_state:
+            scaler.load_state_dict(ck.scaler_state)
+        set_rng_state(ck.rng_state)
+        step, metrics = ck.step, dict(ck.metrics)
+        best, streak = ck.data_position.get("best_score", -math.inf), ck.data_position.get("collapse_streak", 0)
+        last_good = Path(resume_from)
+    else:
+        torch.manual_seed(cfg.seed + d.rank)
+        np.random.seed(cfg.seed + d.rank)
+        random.seed(cfg.seed + d.rank)
+    if step >= total:
+        return TrainResult("done", step, total, f"{recipe.name}: already trained ({step} of {total} steps)",
+                           last_good, ck_dir / "best.pt" if (ck_dir / "best.pt").is_file() else None, metrics)
+    net = dist.wrap(model, d, device)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    log = val_log = writer = None
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ck_dir.mkdir(exist_ok=True)
+        log = _CSVLog(run_dir / "train_log.csv", ["step", "epoch", "time_s", "loss", "grad_norm",
+                                                  *[f"lr_{g['name']}" for g in groups]],
+                      step if resume_from is not None else None)
+        val_log = _CSVLog(run_dir / "val_log.csv", ["step", "epoch", "score"], step if resume_from is not None else None)
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError("tensorboard logging needs `pip install tensorboard`") from None
+            writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def checkpoint(path: Path, **extra) -> Path:
+        raw = model._orig_mod if hasattr(model, "_orig_mod") else model
+        position = {"epoch": step // per_epoch, "batch": step % per_epoch, "batches_per_epoch": per_epoch,
+                    "seed": cfg.seed, "best_score": best, "collapse_streak": streak}
+        out = save_checkpoint(raw, path, phase=recipe.phase, step=step, epoch=step // per_epoch,
+                              data_position=position, optimizer_state=opt.state_dict(),
+                              scheduler_state=sched.state_dict(), rng_state=rng_state(), metrics=metrics,
+                              recipe=recipe.name, train_config={"recipe": to_dict(recipe.config), "loop": to_dict(cfg)},
+                              heads_state={"heads": recipe.heads.state_dict()}, teacher=recipe.teacher,
+                              scaler_state=scaler.state_dict() if scaler.is_enabled() else None, **extra)
+        return out
+
+    def save_last() -> None:
+        nonlocal last_good
+        if d.main:
+            last_good = checkpoint(last_path)
+            if after_checkpoint:
+                after_checkpoint()
+        dist.barrier(d)
+
+    def validate() -> None:
+        nonlocal best, streak, metrics
+        why = None
+        if d.main:
+            with torch.random.fork_rng(devices=[]):   # validation never moves the training's random state
+                res = recipe.validate(model, device)
+            model.train()
+            health = routing_health(res.pop("expert_share")) if "expert_share" in res else {}
+            metrics = {k: float(v) for k, v in {**res, **health}.items()}
+            why = collapsed(health) if health and step >= recipe.collapse_check_from else None
+            streak = streak + 1 if why else 0
+            val_log.write({"step": step, "epoch": step / per_epoch, **metrics})
+            if writer:
+                for k, v in metrics.items():
+                    writer.add_scalar(f"val/{k}", v, step)
+            if streak == 0 and math.isfinite(metrics.get("score", math.nan)) and metrics["score"] > best:
+                best = metrics["score"]
+                checkpoint(ck_dir / "best.pt")
+        if dist.any_true(streak >= cfg.collapse_patience, d, device):
+            raise TrainingStopped("collapse", f"{recipe.name}: stopped at step {step}: routing collapsed for "
+                                  f"{cfg.collapse_patience} validations running ({why or 'seen on rank 0'}); "
+                                  f"last good checkpoint: {last_good or 'none yet'}")
+
+    first_epoch, first_batch = step // per_epoch, step % per_epoch
+    bar = None
+    if d.main and progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=recipe.name, unit="step", dynamic_ncols=True)
+    session_steps, status, message = 0, "done", ""
+    workers = cfg.num_workers if cfg.num_workers >= 0 else (2 if device != "cpu" else 0)
+    model.train()
+    try:
+        epoch = first_epoch
+        while step < total:
+            batches = epoch_batches(n, cfg.batch_size, epoch, cfg.seed, d.world)
+            start = first_batch if epoch == first_epoch else 0
+            loader = torch.utils.data.DataLoader(
+                recipe.dataset, batch_sampler=[dist.shard(b, d) for b in batches[start:]],
+                collate_fn=_collate, num_workers=workers, pin_memory=device.startswith("cuda"),
+                # its own generator: making a loader draws a seed, and must not move the training's random state
+                generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+            for batch in loader:
+                t_start = time.perf_counter()
+                batch = to_device(batch, device)
+                with amp:
+                    loss, logs = recipe.loss(net, batch, step)
+                if dist.any_true(not bool(torch.isfinite(loss)), d, device):
+                    bad = [k for k, v in logs.items() if not math.isfinite(float(v))]
+                    raise TrainingStopped("nan", f"{recipe.name}: stopped at step {step}: loss is {float(loss.detach())} "
+                                          f"(non-finite terms: {', '.join(bad) or 'the total'}); last good "
+                                          f"checkpoint: {last_good or 'none yet'}")
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    [p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+                lrs = [pg["lr"] for pg in opt.param_groups]   # the rates this step used
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                session_steps += 1
+                dt = time.perf_counter() - t_start
+                if budget is not None:
+                    budget.record_item(dt)
+                if d.main:
+                    row = {"step": step, "epoch": step / per_epoch, "time_s": dt, "loss": float(loss.detach()),
+                           "grad_norm": float(grad_norm), **{k: float(v) for k, v in logs.items()},
+                           **{f"lr_{g['name']}": lr for g, lr in zip(groups, lrs)}}
+                    log.write(row)
+                    if writer:
+                        for k, v in row.items():
+                            writer.add_scalar(f"train/{k}", v, step)
+                    if bar:
+                        bar.update(1)
+                        bar.set_postfix({k: f"{float(v):.3g}" for k, v in [("loss", loss.detach()), *logs.items()][:5]})
+                end_of_epoch = step % per_epoch == 0
+                if step == total or (cfg.val_every and step % cfg.val_every == 0) or (not cfg.val_every and end_of_epoch):
+                    validate()
+                if (step == total or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                        or (cfg.checkpoint_every_epochs and end_of_epoch
+                            and (step // per_epoch) % cfg.checkpoint_every_epochs == 0)):
+                    if streak == 0 or step == total:
+                        save_last()
+                stop = (budget is not None and budget.should_stop()) or (cfg.stop_after and session_steps >= cfg.stop_after)
+                if step < total and dist.any_true(bool(stop), d, device):
+                    save_last()
+                    status = "budget"
+                    message = (f"{recipe.name}: stopped on the session budget at step {step} of {total}; "
+                               f"resume from {last_path}")
+                    return TrainResult(status, step, total, message, last_good, _best(ck_dir), metrics)
+                if step >= total:
+                    break
+            epoch += 1
+        message = f"{recipe.name}: finished {total} steps; best score {best:.4f}" if math.isfinite(best) else \
+            f"{recipe.name}: finished {total} steps"
+        return TrainResult(status, step, total, message, last_good, _best(ck_dir), metrics)
+    except TrainingStopped as e:
+        return TrainResult(e.kind, step, total, str(e), last_good, _best(ck_dir), metrics)
+    finally:
+        if bar:
+            bar.close()
+        if writer:
+            writer.close()
+
+
+def _best(ck_dir: Path) -> Path | None:
+    return ck_dir / "best.pt" if (ck_dir / "best.pt").is_file() else None
+
+
+def _collate(items: list[dict]) -> dict:
+    from tinytribe.data.windows import collate
+
+    return collate(items)
