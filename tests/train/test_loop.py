@@ -228,3 +228,18 @@ def test_the_sprint_recipe_runs_on_the_demo(demo_study, tmp_path, tiny):
     assert result.status == "done"
     assert np.isfinite(result.metrics["r_teacher"]) and np.isfinite(result.metrics["r_fmri"])
     assert "multires" not in read_log(tmp_path / "sprint" / "train_log.csv")
+
+
+def test_main_restores_from_and_pushes_to_a_sync_remote(demo_study, tmp_path, tiny, capsys):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    args = ["--study", str(demo_study), "--no-progress", "--sync-remote", f"folder:{remote}",
+            *[f"--{o}" for o in tiny], "--loop.max_steps=4", "--loop.checkpoint_every=2"]
+    assert phase2.main([*args, "--run-dir", str(tmp_path / "session1"), "--loop.stop_after=2"]) == 0
+    assert "pushed" in capsys.readouterr().out
+    assert Checkpoint.load(remote / "checkpoints" / "last.pt").step == 2
+    # a new session on another machine: an empty run folder, restored from the remote, resumes at step 2
+    assert phase2.main([*args, "--run-dir", str(tmp_path / "session2")]) == 0
+    out = capsys.readouterr().out
+    assert "restored" in out and "at step 2" in out and "finished 4 steps" in out
+    assert Checkpoint.load(remote / "checkpoints" / "last.pt").step == 4

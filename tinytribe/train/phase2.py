@@ -399,23 +399,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", default="auto", help="auto (continue run-dir's last.pt), none, or a checkpoint path")
     p.add_argument("--budget-s", type=float, default=None, help="stop (resumably) after this many seconds")
     p.add_argument("--lazy", action="store_true", help="read caches window by window (large corpora)")
+    p.add_argument("--sync-remote", default=None, help="restore the run folder from this remote first, push "
+                                                        "every checkpoint to it (folder:..., rclone:..., gdrive:...)")
     p.add_argument("--no-progress", action="store_true")
     args, rest = p.parse_known_args(argv)
+    from tinytribe.budget import SessionBudget
+    from tinytribe.train import distributed as dist
+
+    main_rank = dist.from_env().main
+    sync = None
+    if args.sync_remote and main_rank:   # before setup, so that a run kept on the remote resumes
+        from tinytribe.sync import RunSync, open_remote
+
+        sync = RunSync(open_remote(args.sync_remote), args.run_dir)
+        sync.acquire()
+        print(sync.restore().line("restored"))
     try:
         run = setup(args.study, args.run_dir, recipe=args.recipe, model=args.model, overrides=rest,
                     init_from=args.init, resume=None if args.resume == "none" else args.resume, lazy=args.lazy)
     except (ConfigError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
+        if sync:
+            sync.release()
         return 2
-    from tinytribe.budget import SessionBudget
-    from tinytribe.train import distributed as dist
-
-    main_rank = dist.from_env().main
     if main_rank:
         for note in run.notes:
             print(note)
     budget = SessionBudget.starting_now(args.budget_s, reserve_s=0.0) if args.budget_s else None
-    result = run.train(budget=budget, progress=not args.no_progress and main_rank)
+    try:
+        result = run.train(budget=budget, progress=not args.no_progress and main_rank,
+                           after_checkpoint=(lambda: print(sync.push().line("pushed"))) if sync else None)
+    finally:
+        if sync:
+            print(sync.push().line("pushed"))
+            sync.release()
     if main_rank:
         print(result.message)
     dist.teardown(dist.from_env())
