@@ -50,7 +50,7 @@ def main() -> None:
     from tinytribe.eval.ridge import RidgeConfig
     from tinytribe.model.checkpoint import load_checkpoint
     from tinytribe.train import phase2
-    from tinytribe.train.loop import read_log
+    from tinytribe.train.logs import read_log
 
     torch.set_num_threads(args.threads)
     study = load_study(args.study)

@@ -108,12 +108,12 @@ if result.status in ("nan", "collapse"):
 # ## Loss curves and monitors
 # Every loss term per step; at each validation the student's r against the teacher and against fMRI,
 # the KD features' cosine with the teacher's (design target > 0.7), and routing: entropy as a fraction
-# of ln E (healthy ≥ 0.7) and the smallest and largest expert share in units of 1/E (healthy within
+# of ln E (healthy ≥ 0.7) and each expert's share in units of 1/E (healthy within the green band
 # 0.5–2; the design's "> 1.5" and "10–15 %" are these for E = 8).
 
 # %%
 from tinytribe.eval.plots import plot_training
-from tinytribe.train.loop import read_log
+from tinytribe.train.logs import read_log
 
 train_log = read_log(run_root / "train_log.csv")
 val_log = read_log(run_root / "val_log.csv") if (run_root / "val_log.csv").is_file() else None

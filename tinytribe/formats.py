@@ -736,7 +736,7 @@ class Checkpoint:
     def save(self, path: str | Path) -> Path:
         import torch
 
-        payload = dict(to_dict_shallow(self), format="tinytribe.checkpoint")
+        payload = dict(to_dict_shallow(self), format="tinytribe.checkpoint", format_version=CHECKPOINT_VERSION)
         return atomic_write(path, lambda f: torch.save(payload, f))
 
     @classmethod
@@ -752,9 +752,8 @@ class Checkpoint:
             raise FormatError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
         if not isinstance(payload, dict) or payload.pop("format", None) != "tinytribe.checkpoint":
             raise FormatError(f"{path}: not a tinytribe checkpoint")
-        if payload.get("format_version") != 1:   # version 1: the same fields, fewer of them
+        if payload.get("format_version") != 1:   # version 1: the same fields, fewer of them (it says which it was)
             _check_version("checkpoint", payload.get("format_version"), CHECKPOINT_VERSION, path)
-        payload["format_version"] = CHECKPOINT_VERSION
         try:
             return cls(**payload)
         except TypeError as e:

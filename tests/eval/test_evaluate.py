@@ -279,3 +279,61 @@ def test_student_predictions_use_the_rows_the_model_records(study):
     for i in runs:
         same = np.allclose(keyed[i][0], plain[i][0])
         assert same == (study.runs[i].subject == "sub-03"), study.runs[i].subject   # sub-03 is not this study's row
+
+
+class _TeacherOracle:
+    """Stands in for a student: called on ``windows`` in order, it returns the cached teacher rows at the
+    grid's times (mapped into ``space``), so its agreement with the teacher is 1 where the grids line up."""
+
+    def __init__(self, study, space: str, windows: list):
+        import types
+
+        self.study, self.config, self.queue = study, types.SimpleNamespace(space=space), list(windows)
+        self.calls = 0
+
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self
+
+    def __call__(self, features, available, t0, grids, subject=None, **_):
+        import types
+
+        import torch
+
+        from tinytribe.spaces import reduce_space
+
+        self.calls += 1
+        tc = self.study.stimuli[self.queue.pop(0).stimulus].teacher
+        times = grids["teacher"].times[0].numpy()
+        rows = [int(np.argmin(np.abs(tc.bold_times_s - t))) if np.isfinite(t) else 0 for t in times]
+        pred = reduce_space(tc.predictions[rows].astype(np.float32), self.study.study.space, self.config.space)
+        return types.SimpleNamespace(responses={"teacher": torch.from_numpy(pred)[None]}, kd={},
+                                     aux={"expert_share": torch.full((2, 4), 0.25)})
+
+
+def test_teacher_agreement_is_one_for_the_teacher_itself(study):
+    from tinytribe.data.windows import make_stimulus_windows
+
+    windows = make_stimulus_windows(study, "test", length_s=10.0, min_s=3.0)   # two stimuli, several windows each
+    for space in (study.study.space, "schaefer-400"):
+        oracle = _TeacherOracle(study, space, windows)
+        a = E.teacher_agreement(study, windows, oracle, activation=None)
+        assert oracle.calls == len(windows) > 1 and a.feature_cos is None
+        assert a.n_rows == sum(int(round(w.end_s - w.start_s)) for w in windows)
+        np.testing.assert_allclose(a.r[np.isfinite(a.r)], 1.0, atol=1e-5)
+        assert np.isfinite(a.r).sum() >= 0.8 * a.r.size and a.mean() == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_allclose(a.expert_share, 0.25)
+
+
+def test_a_study_in_a_coarser_space_averages_its_runs(study):
+    from tinytribe.data.study import in_space
+    from tinytribe.spaces import reduce_space
+
+    parcels = in_space(study, "schaefer-400")
+    assert parcels.study.space == "schaefer-400" and parcels.medial_wall.shape == (400,)
+    np.testing.assert_allclose(parcels.runs[0].fmri, reduce_space(study.runs[0].fmri, study.study.space, "schaefer-400"),
+                               rtol=1e-6)
+    assert all(s.teacher is None for s in parcels.stimuli.values()) and study.stimuli["story03"].teacher is not None
+    assert in_space(study, study.study.space) is study

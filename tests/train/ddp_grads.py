@@ -24,21 +24,24 @@ EXACT = TINY + ["model.dropout=0", "model.drop_path=0", "kd.modality_dropout=0",
 STEP = 5000   # past the router warm-up: temperature 1, the aux weight as given (0)
 
 
-def gradients(study: str, indices: list[int], run_dir: str) -> dict[str, torch.Tensor]:
-    """The gradients of this process's share of the global batch ``indices`` (all of it without DDP)."""
+def gradients(study: str, indices: list[int], run_dir: str) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """The gradients of this process's share of the global batch ``indices`` (all of it without DDP),
+    and the share."""
     run = phase2.setup([study], run_dir, overrides=EXACT, resume=None)
     d = dist.setup("cpu")
     net = dist.wrap(run.model, d, "cpu")
-    items = [run.recipe.dataset[i] for i in dist.shard(indices, d)]
-    loss, _ = run.recipe.loss(net, collate(items), STEP)
+    share = dist.shard(indices, d)
+    loss, _ = run.recipe.loss(net, collate([run.recipe.dataset[i] for i in share]), STEP)
     loss.backward()
-    return {n: p.grad.detach().clone() for n, p in run.model.named_parameters() if p.grad is not None}
+    return {n: p.grad.detach().clone() for n, p in run.model.named_parameters() if p.grad is not None}, share
 
 
 if __name__ == "__main__":
     study, out, *idx = sys.argv[1:]
-    grads = gradients(study, [int(i) for i in idx], str(Path(out).parent / "run"))
+    grads, share = gradients(study, [int(i) for i in idx], str(Path(out).parent / "run"))
     d = dist.from_env()
+    shares = [None] * d.world
+    torch.distributed.all_gather_object(shares, share)
     if d.main:
-        torch.save({"world": d.world, "grads": grads}, out)
+        torch.save({"world": d.world, "grads": grads, "shares": shares}, out)
     dist.teardown(d)

@@ -41,13 +41,13 @@ def test_two_processes_gradients_equal_one_process_on_the_global_batch(demo_stud
                      subprocess_env)
     assert done.returncode == 0, done.stderr[-2000:]
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
-    assert ddp["world"] == 2
-    whole = gradients(str(demo_study), corpus, str(tmp_path / "one"))
+    assert ddp["world"] == 2 and ddp["shares"] == [corpus[:2], corpus[2:]], "each process computed its own half"
+    whole, _ = gradients(str(demo_study), corpus, str(tmp_path / "one"))
     assert set(whole) <= set(ddp["grads"]) and len(whole) > 50
     for name, g in whole.items():
         torch.testing.assert_close(ddp["grads"][name], g, rtol=1e-4, atol=1e-7, msg=lambda m: f"{name}: {m}")
     # the gradients are not trivially equal: one process's half of the batch alone gives others
-    half = gradients(str(demo_study), corpus[:2], str(tmp_path / "half"))
+    half, _ = gradients(str(demo_study), corpus[:2], str(tmp_path / "half"))
     assert not torch.allclose(half["head.proj.weight"], whole["head.proj.weight"], rtol=1e-3)
 
 
@@ -64,3 +64,13 @@ def test_the_training_loop_runs_under_torchrun(demo_study, tmp_path, subprocess_
     assert done.stdout.count("finished 3 steps") == 1, "only rank 0 reports"
     ck = Checkpoint.load(run / "checkpoints" / "last.pt")
     assert ck.step == 3 and ck.data_position["batches_per_epoch"] == 2
+
+
+def test_shards_split_every_global_batch_without_overlap():
+    from tinytribe.train import distributed as dist
+
+    for n in range(1, 12):
+        for world in range(1, 5):
+            parts = [dist.shard(list(range(100, 100 + n)), dist.Dist(r, world, r)) for r in range(world)]
+            assert sorted(i for p in parts for i in p) == list(range(100, 100 + n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1

@@ -15,7 +15,9 @@ import torch
 
 from tinytribe.formats import Checkpoint
 from tinytribe.train import phase2
-from tinytribe.train.loop import collapsed, pick_precision, read_log, routing_health
+from tinytribe.train.logs import read_log
+from tinytribe.train.loop import pick_precision
+from tinytribe.train.monitors import collapsed, routing_health
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -100,7 +102,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(demo_study, tmp_pa
 def test_collapsed_routing_stops_after_three_validations(demo_study, tmp_path, tiny):
     run = phase2.setup([demo_study], tmp_path / "collapse", overrides=tiny + [
         "loop.max_steps=10", "loop.val_every=1", "kd.lr_head=0", "kd.lr_projectors=0", "kd.lr_transformer=0",
-        "kd.router_warmup_steps=0"])
+        "kd.router_warmup_steps=0", "loop.checkpoint_every=1"])
     with torch.no_grad():   # every token reaches the router as one constant vector that prefers experts 0 and 1
         for block in run.model.fusion.blocks:
             block.ln2.weight.zero_()
@@ -109,7 +111,11 @@ def test_collapsed_routing_stops_after_three_validations(demo_study, tmp_path, t
     result = run.train(progress=False)
     assert result.status == "collapse" and result.step == 3
     assert "routing collapsed for 3 validations" in result.message and "0.000/E" in result.message
+    assert "last good checkpoint: none yet" in result.message
     assert not (tmp_path / "collapse" / "checkpoints" / "best.pt").exists()
+    assert not (tmp_path / "collapse" / "checkpoints" / "last.pt").exists(), "a collapsed state was checkpointed"
+    shares = read_log(tmp_path / "collapse" / "val_log.csv")
+    assert shares["share_e2"][0] == 0 and shares["share_e0"][0] == pytest.approx(2.0)   # experts 0 and 1 take all
 
 
 def test_routing_monitors():
@@ -117,7 +123,7 @@ def test_routing_monitors():
     balanced = np.full((2, E), 1 / E)
     h = routing_health(balanced)
     assert h["route_entropy_frac"] == pytest.approx(1.0) and h["min_share_e"] == pytest.approx(1.0)
-    assert collapsed(h) is None
+    assert collapsed(h) is None and [h[f"share_e{i}"] for i in range(E)] == pytest.approx([1.0] * E)
     starved = np.array([[0.3, 0.3, 0.38, 0.02], [0.25] * 4])   # one expert below 0.1 / E in one layer
     assert "token share" in collapsed(routing_health(starved))
     assert collapsed(routing_health(np.array([[0.97, 0.01 + 0.01, 0.005, 0.005]]))) is not None
@@ -243,3 +249,38 @@ def test_main_restores_from_and_pushes_to_a_sync_remote(demo_study, tmp_path, ti
     out = capsys.readouterr().out
     assert "restored" in out and "at step 2" in out and "finished 4 steps" in out
     assert Checkpoint.load(remote / "checkpoints" / "last.pt").step == 4
+
+
+def test_the_loss_minimised_is_the_weighted_sum_of_every_term(demo_study, tmp_path, tiny):
+    from tinytribe.data.windows import collate
+
+    run = phase2.setup([demo_study], tmp_path / "sum", overrides=tiny + ["model.dropout=0", "model.drop_path=0",
+                                                                         "kd.modality_dropout=0"])
+    batch = collate([run.recipe.dataset[i] for i in range(3)])
+    for step, aux_weight in ((0, 0.1), (500, 0.055), (2000, 0.01)):   # the router warm-up's aux weight is applied
+        total, logs = run.recipe.loss(run.model, batch, step)
+        assert logs["aux_weight"] == pytest.approx(aux_weight)
+        weights = dict(run.recipe.config.weights, aux=aux_weight)
+        assert set(weights) == {"kd", "feature", "temporal", "multires", "aux"} <= set(logs)
+        expected = sum(w * float(logs[k]) for k, w in weights.items())
+        assert float(total.detach()) == pytest.approx(expected, rel=1e-6)
+        assert all(float(logs[k]) > 0 for k in weights), "every weighted term contributes"
+
+
+def test_non_finite_gradients_with_a_finite_loss_stop_before_the_step(demo_study, tmp_path, tiny):
+    run = phase2.setup([demo_study], tmp_path / "grad", overrides=tiny + ["loop.max_steps=6", "loop.checkpoint_every=1"])
+    weight = run.model.head.proj.weight
+    loss = run.recipe.loss
+
+    def poisoned(model, batch, step):
+        total, logs = loss(model, batch, step)
+        if step == 3:
+            weight.register_hook(lambda g: g * float("inf"))
+        return total, logs
+
+    run.recipe.loss = poisoned
+    result = run.train(progress=False)
+    assert result.status == "nan" and "gradients are not finite" in result.message and "step 3" in result.message
+    ck = Checkpoint.load(result.last)
+    assert ck.step == 3 and torch.isfinite(ck.model_state["head.proj.weight"]).all()
+    assert torch.isfinite(run.model.head.proj.weight).all(), "the bad step was never applied"

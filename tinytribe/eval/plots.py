@@ -192,7 +192,7 @@ def plot_training(train_log: dict[str, np.ndarray], val_log: dict[str, np.ndarra
 
     Panels: each loss term over steps (smoothed over 10 steps, raw behind); validation r against the
     teacher and fMRI; the KD feature cosine (design target > 0.7); routing entropy as a fraction of
-    ln E (healthy >= 0.7) and the smallest and largest expert share in units of 1/E (healthy 0.5-2).
+    ln E (healthy >= 0.7) and each expert's share in units of 1/E (healthy within the band 0.5-2).
     """
     import matplotlib.pyplot as plt
 
@@ -224,9 +224,11 @@ def plot_training(train_log: dict[str, np.ndarray], val_log: dict[str, np.ndarra
         ax.set(xlabel="step", ylabel="cosine", title="KD features vs teacher (target > 0.7)")
         ax = axes[0, 3]
         if "route_entropy_frac" in val:
-            ax.plot(val["step"], val["route_entropy_frac"], "o-", label="entropy / ln E")
-            ax.plot(val["step"], val["min_share_e"], "v-", label="smallest share x E")
-            ax.plot(val["step"], val["max_share_e"], "^-", label="largest share x E")
+            ax.plot(val["step"], val["route_entropy_frac"], "ko-", label="entropy / ln E")
+            experts = sorted((k for k in val if k.startswith("share_e")), key=lambda k: int(k[7:]))
+            for k in experts:   # each expert's share (mean over layers), in units of 1/E
+                ax.plot(val["step"], val[k], "-", lw=1, alpha=0.8, label=f"expert {k[7:]} share x E")
+            ax.plot(val["step"], val["min_share_e"], "v:", color="grey", label="smallest in any layer")
             ax.axhspan(0.5, 2.0, color="tab:green", alpha=0.08)
             ax.axhline(0.7, ls="--", color="grey", lw=1)
         ax.set(xlabel="step", title=f"routing{f' (E = {n_experts})' if n_experts else ''}")

@@ -13,6 +13,7 @@ every MoE trained data-parallel). Rank 0 validates, logs and writes checkpoints.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -49,7 +50,9 @@ def setup(device: str) -> Dist:
     if d.active and not torch.distributed.is_initialized():
         if device.startswith("cuda"):
             torch.cuda.set_device(d.local_rank)
-        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        # a long validation or checkpoint push on rank 0 must not time the others out
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo",
+                                             timeout=datetime.timedelta(minutes=60))
     return d
 
 
@@ -93,3 +96,12 @@ def barrier(d: Dist) -> None:
 def teardown(d: Dist) -> None:
     if d.active and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def broadcast(values: list[float], d: Dist, device: str) -> list[float]:
+    """Rank 0's ``values`` on every process (state only rank 0 keeps: the best score, the collapse streak)."""
+    if not d.active:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.broadcast(t, src=0)
+    return t.tolist()

@@ -12,9 +12,7 @@ same random state, so on one CPU a run stopped and resumed ends with the weights
 
 from __future__ import annotations
 
-import csv
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -30,6 +28,9 @@ from tinytribe.config import to_dict
 from tinytribe.formats import Checkpoint, FormatError
 from tinytribe.model.checkpoint import save_checkpoint
 from tinytribe.train import distributed as dist
+from tinytribe.train.logs import CSVLog
+from tinytribe.train.monitors import collapsed, routing_health
+from tinytribe.train.state import epoch_batches, rng_state, seed_all, set_rng_state
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -148,90 +149,6 @@ def to_device(x: Any, device: str) -> Any:
     return x
 
 
-def routing_health(share: np.ndarray) -> dict[str, float]:
-    """Routing monitors of (n_layers, E) expert shares: the lowest per-layer entropy of the shares (ln E
-    when balanced), the smallest and largest share, each as a fraction of what balance gives (1/E)."""
-    share = np.asarray(share, np.float64)
-    E = share.shape[-1]
-    p = share / np.clip(share.sum(-1, keepdims=True), 1e-12, None)
-    entropy = -(p * np.log(np.clip(p, 1e-12, None))).sum(-1)
-    return {"route_entropy": float(entropy.min()), "route_entropy_frac": float(entropy.min() / math.log(E)),
-            "min_share_e": float(p.min() * E), "max_share_e": float(p.max() * E)}
-
-
-def collapsed(health: dict[str, float]) -> str | None:
-    """Why routing counts as collapsed (an expert's share below 0.1/E, or entropy below 0.3 ln E), or None."""
-    if health["min_share_e"] < 0.1:
-        return f"an expert's token share is {health['min_share_e']:.3f}/E (< 0.1/E)"
-    if health["route_entropy_frac"] < 0.3:
-        return f"routing entropy is {health['route_entropy_frac']:.2f} ln E (< 0.3 ln E)"
-    return None
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].astype(np.int64), "numpy_pos":
-             int(np.random.get_state()[2]), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in state.items()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", np.asarray(state["numpy"], np.uint32), state["numpy_pos"], 0, 0.0))
-    random.setstate((3, tuple(state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, world: int = 1) -> list[list[int]]:
-    """The batches of window indices of one epoch: a permutation fixed by (seed, epoch). A last batch
-    smaller than the number of processes is dropped (every process needs a window)."""
-    perm = np.random.default_rng([seed, epoch]).permutation(n).tolist()
-    batches = [perm[i:i + batch_size] for i in range(0, n, batch_size)]
-    return [b for b in batches if len(b) >= world]
-
-
-class _CSVLog:
-    """Rows appended to a CSV file; on resume, rows past the resumed step (written after the last
-    checkpoint by a session that was then killed) are dropped, so the log matches the weights."""
-
-    def __init__(self, path: Path, columns: list[str], resume_step: int | None):
-        self.path, self.columns = path, columns
-        rows: list[dict] = []
-        if resume_step is not None and path.is_file():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= resume_step]
-            self.columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *columns]))
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, self.columns, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-
-    def write(self, row: dict) -> None:
-        new = [k for k in row if k not in self.columns]
-        if new:   # a column first seen (a recipe's terms, validation metrics): rewrite with the wider header
-            with self.path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
-            self.columns += new
-            with self.path.open("w", newline="") as f:
-                w = csv.DictWriter(f, self.columns, extrasaction="ignore")
-                w.writeheader()
-                w.writerows(rows)
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.columns, extrasaction="ignore").writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def read_log(path: str | Path) -> dict[str, np.ndarray]:
-    """A ``train_log.csv`` / ``val_log.csv`` as columns of floats (empty cells NaN), for plots."""
-    with Path(path).open(newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        cols = reader.fieldnames or []
-    return {c: np.array([float(r[c]) if r[c] not in ("", None) else np.nan for r in rows]) for c in cols}
-
-
 def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path, *, budget=None,
           after_checkpoint: Callable[[], None] | None = None, resume: str | Path | None = "auto",
           progress: bool = True) -> TrainResult:
@@ -282,6 +199,7 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
                                                     pct_start=min(max(cfg.warmup_frac, 1.5 / total), 0.9))
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    data = {"n_windows": n, "batches_per_epoch": per_epoch, "world": d.world, "seed": cfg.seed, "total_steps": total}
     step, best, streak, last_good = 0, -math.inf, 0, None
     metrics: dict[str, float] = {}
     last_path = ck_dir / "last.pt"
@@ -291,6 +209,11 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
         if ck.recipe and ck.recipe != recipe.name:
             raise FormatError(f"{resume_from}: made by recipe {ck.recipe!r}, this run is {recipe.name!r} "
                               f"(start afresh with resume=None, or from its weights with init_from)")
+        changed = [f"{k} {ck.data_position[k]} -> {v}" for k, v in data.items()
+                   if k in ck.data_position and ck.data_position[k] != v]
+        if changed:
+            raise FormatError(f"{resume_from}: the data or processes changed since it was written ({', '.join(changed)}): "
+                              f"resume with the same studies, batch size and number of processes, or start afresh")
         model.load_state_dict(ck.model_state)
         recipe.heads.load_state_dict(ck.heads_state.get("heads", {}))
         opt.load_state_dict(ck.optimizer_state)
@@ -298,28 +221,29 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
         if ck.scaler_state:
             scaler.load_state_dict(ck.scaler_state)
         set_rng_state(ck.rng_state)
+        if d.rank:   # the checkpoint holds rank 0's random state: the others draw their own masks
+            seed_all(cfg.seed + d.rank + 7919 * ck.step)
         step, metrics = ck.step, dict(ck.metrics)
         best, streak = ck.data_position.get("best_score", -math.inf), ck.data_position.get("collapse_streak", 0)
         last_good = Path(resume_from)
     else:
-        torch.manual_seed(cfg.seed + d.rank)
-        np.random.seed(cfg.seed + d.rank)
-        random.seed(cfg.seed + d.rank)
+        seed_all(cfg.seed + d.rank)
+        if d.main and (ck_dir / "best.pt").is_file():   # a fresh run over an old one: its best is not ours
+            (ck_dir / "best.pt").unlink()
     if step >= total:
         return TrainResult("done", step, total, f"{recipe.name}: already trained ({step} of {total} steps)",
-                           last_good, ck_dir / "best.pt" if (ck_dir / "best.pt").is_file() else None, metrics)
+                           last_good, _best(ck_dir), metrics)
     net = dist.wrap(model, d, device)
     if cfg.compile:
         net = torch.compile(net)
 
     log = val_log = writer = None
     if d.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ck_dir.mkdir(exist_ok=True)
-        log = _CSVLog(run_dir / "train_log.csv", ["step", "epoch", "time_s", "loss", "grad_norm",
-                                                  *[f"lr_{g['name']}" for g in groups]],
-                      step if resume_from is not None else None)
-        val_log = _CSVLog(run_dir / "val_log.csv", ["step", "epoch", "score"], step if resume_from is not None else None)
+        ck_dir.mkdir(parents=True, exist_ok=True)
+        keep = step if resume_from is not None else None
+        log = CSVLog(run_dir / "train_log.csv", ["step", "epoch", "time_s", "loss", "grad_norm",
+                                                 *[f"lr_{g['name']}" for g in groups]], keep)
+        val_log = CSVLog(run_dir / "val_log.csv", ["step", "epoch", "score"], keep)
         if cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -327,34 +251,56 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
                 raise ImportError("tensorboard logging needs `pip install tensorboard`") from None
             writer = SummaryWriter(str(run_dir / "tensorboard"))
 
-    def checkpoint(path: Path, **extra) -> Path:
-        raw = model._orig_mod if hasattr(model, "_orig_mod") else model
-        position = {"epoch": step // per_epoch, "batch": step % per_epoch, "batches_per_epoch": per_epoch,
-                    "seed": cfg.seed, "best_score": best, "collapse_streak": streak}
-        out = save_checkpoint(raw, path, phase=recipe.phase, step=step, epoch=step // per_epoch,
-                              data_position=position, optimizer_state=opt.state_dict(),
-                              scheduler_state=sched.state_dict(), rng_state=rng_state(), metrics=metrics,
-                              recipe=recipe.name, train_config={"recipe": to_dict(recipe.config), "loop": to_dict(cfg)},
-                              heads_state={"heads": recipe.heads.state_dict()}, teacher=recipe.teacher,
-                              scaler_state=scaler.state_dict() if scaler.is_enabled() else None, **extra)
+    def on_main(what: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on rank 0 only; when it fails, every process stops (no rank waits for a dead one)."""
+        out, error = None, None
+        if d.main:
+            try:
+                out = fn()
+            except Exception as e:   # noqa: BLE001 -- re-raised below, on every rank
+                error = e
+        if dist.any_true(error is not None, d, device):
+            if error is not None:
+                raise error
+            raise RuntimeError(f"{recipe.name}: rank 0 failed while {what}; see its output")
         return out
+
+    def checkpoint(path: Path) -> Path:
+        raw = model._orig_mod if hasattr(model, "_orig_mod") else model
+        position = {**data, "epoch": step // per_epoch, "batch": step % per_epoch, "best_score": best,
+                    "collapse_streak": streak}
+        return save_checkpoint(raw, path, phase=recipe.phase, step=step, epoch=step // per_epoch,
+                               data_position=position, optimizer_state=opt.state_dict(),
+                               scheduler_state=sched.state_dict(), rng_state=rng_state(), metrics=metrics,
+                               recipe=recipe.name, train_config={"recipe": to_dict(recipe.config), "loop": to_dict(cfg)},
+                               heads_state={"heads": recipe.heads.state_dict()}, teacher=recipe.teacher,
+                               scaler_state=scaler.state_dict() if scaler.is_enabled() else None)
 
     def save_last() -> None:
         nonlocal last_good
-        if d.main:
-            last_good = checkpoint(last_path)
+
+        def write() -> None:
+            checkpoint(last_path)
             if after_checkpoint:
                 after_checkpoint()
-        dist.barrier(d)
+
+        on_main("writing a checkpoint", write)
+        last_good = last_path
+
+    train_shares: list[np.ndarray] = []   # routing of the training steps since the last validation
 
     def validate() -> None:
         nonlocal best, streak, metrics
-        why = None
-        if d.main:
+
+        def run() -> str | None:
+            nonlocal best, streak, metrics
             with torch.random.fork_rng(devices=[]):   # validation never moves the training's random state
                 res = recipe.validate(model, device)
             model.train()
-            health = routing_health(res.pop("expert_share")) if "expert_share" in res else {}
+            share = res.pop("expert_share", None)
+            if share is None and train_shares:   # no held-out windows to route: judge the training steps'
+                share = np.mean(train_shares, axis=0)
+            health = routing_health(share) if share is not None else {}
             metrics = {k: float(v) for k, v in {**res, **health}.items()}
             why = collapsed(health) if health and step >= recipe.collapse_check_from else None
             streak = streak + 1 if why else 0
@@ -365,10 +311,20 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
             if streak == 0 and math.isfinite(metrics.get("score", math.nan)) and metrics["score"] > best:
                 best = metrics["score"]
                 checkpoint(ck_dir / "best.pt")
-        if dist.any_true(streak >= cfg.collapse_patience, d, device):
+            return why
+
+        why = on_main("validating", run)
+        train_shares.clear()
+        best, streak = dist.broadcast([best, float(streak)], d, device)   # every rank decides alike below
+        streak = int(streak)
+        if streak >= cfg.collapse_patience:
             raise TrainingStopped("collapse", f"{recipe.name}: stopped at step {step}: routing collapsed for "
                                   f"{cfg.collapse_patience} validations running ({why or 'seen on rank 0'}); "
                                   f"last good checkpoint: {last_good or 'none yet'}")
+
+    def stopped(kind: str, why: str) -> TrainingStopped:
+        return TrainingStopped(kind, f"{recipe.name}: stopped at step {step}: {why}; last good checkpoint: "
+                                     f"{last_good or 'none yet'}")
 
     first_epoch, first_batch = step // per_epoch, step % per_epoch
     bar = None
@@ -376,11 +332,12 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=step, desc=recipe.name, unit="step", dynamic_ncols=True)
-    session_steps, status, message = 0, "done", ""
+    session_steps = 0
     workers = cfg.num_workers if cfg.num_workers >= 0 else (2 if device != "cpu" else 0)
     model.train()
     try:
         epoch = first_epoch
+        t_iter = time.perf_counter()
         while step < total:
             batches = epoch_batches(n, cfg.batch_size, epoch, cfg.seed, d.world)
             start = first_batch if epoch == first_epoch else 0
@@ -390,61 +347,63 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
                 # its own generator: making a loader draws a seed, and must not move the training's random state
                 generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
             for batch in loader:
-                t_start = time.perf_counter()
+                t_step = time.perf_counter()
                 batch = to_device(batch, device)
                 with amp:
                     loss, logs = recipe.loss(net, batch, step)
+                share = logs.pop("expert_share", None)
                 if dist.any_true(not bool(torch.isfinite(loss)), d, device):
                     bad = [k for k, v in logs.items() if not math.isfinite(float(v))]
-                    raise TrainingStopped("nan", f"{recipe.name}: stopped at step {step}: loss is {float(loss.detach())} "
-                                          f"(non-finite terms: {', '.join(bad) or 'the total'}); last good "
-                                          f"checkpoint: {last_good or 'none yet'}")
+                    raise stopped("nan", f"loss is {float(loss.detach())} (non-finite terms: {', '.join(bad) or 'the total'})")
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
+                                                           cfg.grad_clip)
+                if not scaler.is_enabled() and dist.any_true(not bool(torch.isfinite(grad_norm)), d, device):
+                    raise stopped("nan", f"the gradients are not finite (norm {float(grad_norm)}) with a finite loss")
                 lrs = [pg["lr"] for pg in opt.param_groups]   # the rates this step used
-                scaler.step(opt)
+                scaler.step(opt)   # with fp16 scaling, a step with overflowing gradients is skipped and the scale lowered
                 scaler.update()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
                 session_steps += 1
-                dt = time.perf_counter() - t_start
-                if budget is not None:
-                    budget.record_item(dt)
                 if d.main:
-                    row = {"step": step, "epoch": step / per_epoch, "time_s": dt, "loss": float(loss.detach()),
-                           "grad_norm": float(grad_norm), **{k: float(v) for k, v in logs.items()},
-                           **{f"lr_{g['name']}": lr for g, lr in zip(groups, lrs)}}
+                    row = {"step": step, "epoch": step / per_epoch, "time_s": time.perf_counter() - t_step,
+                           "loss": float(loss.detach()), "grad_norm": float(grad_norm),
+                           **{k: float(v) for k, v in logs.items()}, **{f"lr_{g['name']}": lr for g, lr in zip(groups, lrs)}}
+                    if share is not None:
+                        train_shares.append(np.asarray(share, np.float64))
+                        row |= {k: routing_health(share)[k] for k in ("route_entropy_frac", "min_share_e")}
                     log.write(row)
                     if writer:
                         for k, v in row.items():
                             writer.add_scalar(f"train/{k}", v, step)
                     if bar:
                         bar.update(1)
-                        bar.set_postfix({k: f"{float(v):.3g}" for k, v in [("loss", loss.detach()), *logs.items()][:5]})
+                        bar.set_postfix({k: f"{row[k]:.3g}" for k in ["loss", *logs][:7]})
                 end_of_epoch = step % per_epoch == 0
                 if step == total or (cfg.val_every and step % cfg.val_every == 0) or (not cfg.val_every and end_of_epoch):
                     validate()
                 if (step == total or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
                         or (cfg.checkpoint_every_epochs and end_of_epoch
                             and (step // per_epoch) % cfg.checkpoint_every_epochs == 0)):
-                    if streak == 0 or step == total:
+                    if streak == 0 or step == total:   # while routing looks collapsed, last.pt stays the good one
                         save_last()
+                if budget is not None:   # the whole iteration: data, step, validation, checkpoint and push
+                    budget.record_item(time.perf_counter() - t_iter)
+                t_iter = time.perf_counter()
                 stop = (budget is not None and budget.should_stop()) or (cfg.stop_after and session_steps >= cfg.stop_after)
                 if step < total and dist.any_true(bool(stop), d, device):
                     save_last()
-                    status = "budget"
-                    message = (f"{recipe.name}: stopped on the session budget at step {step} of {total}; "
-                               f"resume from {last_path}")
-                    return TrainResult(status, step, total, message, last_good, _best(ck_dir), metrics)
+                    return TrainResult("budget", step, total, f"{recipe.name}: stopped on the session budget at step "
+                                       f"{step} of {total}; resume from {last_path}", last_good, _best(ck_dir), metrics)
                 if step >= total:
                     break
             epoch += 1
-        message = f"{recipe.name}: finished {total} steps; best score {best:.4f}" if math.isfinite(best) else \
-            f"{recipe.name}: finished {total} steps"
-        return TrainResult(status, step, total, message, last_good, _best(ck_dir), metrics)
+        best_line = f"; best score {best:.4f}" if math.isfinite(best) else ""
+        return TrainResult("done", step, total, f"{recipe.name}: finished {total} steps{best_line}", last_good,
+                           _best(ck_dir), metrics)
     except TrainingStopped as e:
         return TrainResult(e.kind, step, total, str(e), last_good, _best(ck_dir), metrics)
     finally:

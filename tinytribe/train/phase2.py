@@ -44,7 +44,7 @@ from tinytribe.formats import Checkpoint
 from tinytribe.model.config import ModelConfig
 from tinytribe.model.tinytribe import TinyTribe
 from tinytribe.spaces import PARCELLATIONS
-from tinytribe.train.loop import LoopConfig, TrainResult, routing_health, train
+from tinytribe.train.loop import LoopConfig, TrainResult, pick_device, pick_precision, train
 from tinytribe.train.losses.kd import SpaceReduction, kd_terms
 
 
@@ -203,11 +203,12 @@ class KDRecipe:
     def router_schedule(self, step: int) -> tuple[float, float]:
         """(aux weight, router temperature) at ``step``: the warm-up from random init, then the recipe's."""
         c = self.config
+        aux = c.weights.get("aux", 0.0)
         if not self.from_random_init or c.router_warmup_steps <= 0 or step >= c.router_warmup_steps:
-            return c.weights.get("aux", 0.0), 1.0
+            return aux, 1.0
         f = step / c.router_warmup_steps
         (a0, a1), (t0, t1) = c.router_warmup_aux, c.router_warmup_temperature
-        return a0 + (a1 - a0) * f, t0 + (t1 - t0) * f
+        return (a0 + (a1 - a0) * f if aux > 0 else 0.0), t0 + (t1 - t0) * f   # no aux term: none in warm-up either
 
     def loss(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
@@ -222,10 +223,8 @@ class KDRecipe:
                          parcels=self.parcels.to(device) if self.parcels is not None else None)
         weights = dict(c.weights, aux=aux_weight)
         total = sum(weights.get(k, 0.0) * v for k, v in terms.items())
-        health = routing_health(out.aux["expert_share"].float().cpu().numpy())
         logs = {**{k: v.detach() for k, v in terms.items()}, "aux_weight": aux_weight,
-                "router_temperature": temperature, "route_entropy_frac": health["route_entropy_frac"],
-                "min_share_e": health["min_share_e"]}
+                "router_temperature": temperature, "expert_share": out.aux["expert_share"].float().cpu().numpy()}
         return total, logs
 
     def validate(self, model: TinyTribe, device: str) -> dict[str, Any]:
@@ -370,6 +369,7 @@ def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase2", model: 
             kd = dataclasses.replace(kd, init_from=str(init_from), freeze_embeddings=freeze)
         else:
             kd = dataclasses.replace(kd, freeze_embeddings=bool(kd.freeze_embeddings))
+    pick_precision(pick_device(loop.device), loop.precision)   # a precision this device lacks fails here, in one line
     rec = KDRecipe(loaded, net.config, kd, name=recipe)
     first = rec.dataset[0]
     width = first["teacher_acts"][kd.activation].shape[1] if kd.activation in first.get("teacher_acts", {}) else None
@@ -406,36 +406,49 @@ def main(argv: list[str] | None = None) -> int:
     from tinytribe.budget import SessionBudget
     from tinytribe.train import distributed as dist
 
-    main_rank = dist.from_env().main
+    d = dist.from_env()
+    device = pick_device(next((o.split("=", 1)[1] for o in rest if o.lstrip("-").startswith("loop.device=")), "auto"))
+    if d.active:   # join torchrun's process group first: the processes must agree on what they resume
+        dist.setup(device)
+        device = dist.device_for(device, d)
     sync = None
-    if args.sync_remote and main_rank:   # before setup, so that a run kept on the remote resumes
+    if args.sync_remote and d.main:   # before setup, so that a run kept on the remote resumes
         from tinytribe.sync import RunSync, open_remote
 
         sync = RunSync(open_remote(args.sync_remote), args.run_dir)
         sync.acquire()
         print(sync.restore().line("restored"))
+    dist.barrier(d)
+    error = None
     try:
         run = setup(args.study, args.run_dir, recipe=args.recipe, model=args.model, overrides=rest,
                     init_from=args.init, resume=None if args.resume == "none" else args.resume, lazy=args.lazy)
+        start = Checkpoint.load(run.resume).step if run.resume else 0
+        if start != dist.broadcast([float(start)], d, device)[0]:
+            error = (f"process {d.rank} would resume at step {start}, process 0 elsewhere: give every process the "
+                     f"same run folder (shared storage), or restore it on every machine first")
     except (ConfigError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error = str(e)
+    if dist.any_true(error is not None, d, device):
+        print(f"error: {error or 'another process failed to set up'}", file=sys.stderr)
         if sync:
             sync.release()
+        dist.teardown(d)
         return 2
-    if main_rank:
+    if d.main:
         for note in run.notes:
             print(note)
     budget = SessionBudget.starting_now(args.budget_s, reserve_s=0.0) if args.budget_s else None
     try:
-        result = run.train(budget=budget, progress=not args.no_progress and main_rank,
+        result = run.train(budget=budget, progress=not args.no_progress and d.main,
                            after_checkpoint=(lambda: print(sync.push().line("pushed"))) if sync else None)
     finally:
         if sync:
             print(sync.push().line("pushed"))
             sync.release()
-    if main_rank:
+        dist.teardown(d)
+    if d.main:
         print(result.message)
-    dist.teardown(dist.from_env())
     return 0 if result.status in ("done", "budget") else 1
 
 
