@@ -284,3 +284,19 @@ def test_non_finite_gradients_with_a_finite_loss_stop_before_the_step(demo_study
     ck = Checkpoint.load(result.last)
     assert ck.step == 3 and torch.isfinite(ck.model_state["head.proj.weight"]).all()
     assert torch.isfinite(run.model.head.proj.weight).all(), "the bad step was never applied"
+
+
+def test_validation_stimuli_without_teacher_outputs_are_scored_on_fmri_only(demo_study, tmp_path, tiny):
+    import shutil
+
+    from tinytribe.data.study import load_study
+
+    copy = tmp_path / "study"
+    shutil.copytree(demo_study, copy, ignore=shutil.ignore_patterns("stimuli"))
+    study = load_study(copy)
+    study.stimuli["story03"].teacher = None   # the val stimulus was scanned, never given to the teacher
+    run = phase2.setup([study], tmp_path / "run", overrides=tiny + ["loop.max_steps=2"])
+    assert run.recipe.val == [(study, [])]
+    result = run.train(progress=False)
+    assert result.status == "done" and "r_teacher" not in result.metrics and np.isfinite(result.metrics["r_fmri"])
+    assert "route_entropy_frac" in result.metrics, "routing judged on the training steps instead"

@@ -175,9 +175,12 @@ class KDRecipe:
                 self.notes.append(f"multi-resolution term skipped: the output space {target} is already parcels")
             else:
                 self.parcels = SpaceReduction.between(target, config.multires_space)
-        self.val = [(st, make_stimulus_windows(st, config.val_split, length_s=config.window_s))
-                    for st in studies if config.val_split in st.study.splits]
-        self.val = [(st, [w for w in ws if st.stimuli[w.stimulus].teacher is not None]) for st, ws in self.val]
+        self.val = []   # per study, windows of the val parts with teacher outputs (fMRI-only parts: scored on fMRI)
+        for st in studies:
+            if config.val_split in st.study.splits:
+                parts = [p for p in st.split_parts(config.val_split)
+                         if st.stimuli[p if isinstance(p, str) else p.stimulus].teacher is not None]
+                self.val.append((st, make_stimulus_windows(st, parts, length_s=config.window_s) if parts else []))
         self.from_random_init = not config.init_from
         self.collapse_check_from = config.router_warmup_steps if self.from_random_init else 0
         self.window_steps = max(math.ceil((w.end_s - w.start_s + config.lead_in_s) * studies[si].stimuli[w.stimulus]
