@@ -47,6 +47,7 @@ plan_hours = 15.0  # hours of stimulus to plan for (the design's "diverse video"
 sync_remote = None  # None, "folder:/content/drive/MyDrive/tinytribe/setup", "rclone:gdrive:tinytribe/setup", "gdrive:<id>"
 sync_every_s = 300.0  # push the run folder at most this often during the loop
 force_lock = False  # take the run folder's lock from a crashed session that still holds it
+lease_s = 600.0  # item and run-folder lock leases (s), renewed every tenth; a killed session's work frees after one
 tinytribe_source = None  # on Kaggle/Colab: a pinned pip source, e.g. "git+https://github.com/<you>/tiny-tribe@v0.1.0"
 
 # %%
@@ -75,7 +76,8 @@ media_root = Path(media_dir) if media_dir else Path(tinytribe.__file__).parent /
 run_root = Path(run_dir)
 manifest_path = run_root / "manifest.json"
 session = Session.start(run_root, account=account, sync_remote=sync_remote, reserve_s=reserve_s,
-                        force_lock=force_lock, planned=f"probe every {chunk_s:g} s chunk of the media in {media_root}")
+                        lock_lease_s=lease_s, force_lock=force_lock,
+                        planned=f"probe every {chunk_s:g} s chunk of the media in {media_root}")
 
 # %% [markdown]
 # ## 1. The job manifest
@@ -101,7 +103,8 @@ for it in manifest.items[:5]:
 
 # %%
 report = run_job(manifest_path, media_probe_work(media_root, run_root / "probe"),
-                 budget=session.loop_budget(session_limit_s), after_item=session.pusher(sync_every_s))
+                 lease_s=lease_s, heartbeat_s=lease_s / 10, budget=session.loop_budget(session_limit_s),
+                 after_item=session.pusher(sync_every_s))
 print(report.line())
 
 # %%

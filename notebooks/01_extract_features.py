@@ -44,6 +44,7 @@ account = "default"
 sync_remote = None  # "folder:...", "rclone:remote:folder" or "gdrive:<id>"
 sync_every_s = 300.0
 force_lock = False  # take the run folder's lock from a crashed session that still holds it
+lease_s = 600.0  # item and run-folder lock leases (s), renewed every tenth; a killed session's work frees after one
 tinytribe_source = None  # on Kaggle/Colab: a pinned pip source
 
 # %%
@@ -75,7 +76,8 @@ media_root = Path(media_dir) if media_dir else Path(tinytribe.__file__).parent /
 run_root = Path(run_dir)
 manifest_path = run_root / "manifest.json"
 session = Session.start(run_root, account=account, sync_remote=sync_remote, reserve_s=reserve_s,
-                        force_lock=force_lock, planned=f"features of the media in {media_root}, {chunk_s:g} s chunks")
+                        lock_lease_s=lease_s, force_lock=force_lock,
+                        planned=f"features of the media in {media_root}, {chunk_s:g} s chunks")
 
 # %% [markdown]
 # ## The job
@@ -108,7 +110,8 @@ if stale:
     print(f"{len(stale)} finished chunks are out of date and will be extracted again: {', '.join(stale[:5])}"
           + (" ..." if len(stale) > 5 else ""))
 report = run_job(manifest_path, feature_job_work(media_root, run_root, extractor),
-                 budget=session.loop_budget(session_limit_s), after_item=session.pusher(sync_every_s))
+                 lease_s=lease_s, heartbeat_s=lease_s / 10, budget=session.loop_budget(session_limit_s),
+                 after_item=session.pusher(sync_every_s))
 stitched = stitch_done(manifest_path, run_root)
 print(report.line())
 print(f"stitched {len(stitched)} stimuli: {', '.join(p.name for p in stitched) or '-'}")

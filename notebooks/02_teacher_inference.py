@@ -49,6 +49,7 @@ account = "default"
 sync_remote = None  # "folder:...", "rclone:remote:folder" or "gdrive:<id>"
 sync_every_s = 300.0
 force_lock = False  # take the run folder's lock from a crashed session that still holds it
+lease_s = 600.0  # item and run-folder lock leases (s), renewed every tenth; a killed session's work frees after one
 tinytribe_source = None  # on Kaggle/Colab: a pinned pip source
 
 # %%
@@ -87,7 +88,7 @@ run_root = Path(run_dir)
 manifest_path = run_root / "manifest.json"
 real = teacher == "tribev2"
 session = Session.start(run_root, account=account, sync_remote=sync_remote, reserve_s=reserve_s,
-                        force_lock=force_lock, needs_gpu=real,
+                        lock_lease_s=lease_s, force_lock=force_lock, needs_gpu=real,
                         needs_secrets={"HF_TOKEN": "TRIBE v2's text extractor, Llama-3.2-3B, is gated on the Hugging "
                                                    "Face hub: accept its licence, then add your token as a secret"}
                         if real else None,
@@ -128,7 +129,8 @@ options = {"checkpoint": checkpoint, "device": device} if real else {}
 model = load_teacher(teacher, **options, **teacher_options)
 try:
     report = run_job(manifest_path, teacher_job_work(media_root, run_root / "teacher", model, space=space),
-                     budget=session.loop_budget(session_limit_s), after_item=session.pusher(sync_every_s))
+                     lease_s=lease_s, heartbeat_s=lease_s / 10, budget=session.loop_budget(session_limit_s),
+                 after_item=session.pusher(sync_every_s))
 finally:
     model.close()
 print(report.line())

@@ -40,7 +40,7 @@ recipe = "phase2"  # "phase2" or "sprint"
 model_config = "tiny-tribe-demo"  # "tiny-tribe-v3" for the full student (fresh runs)
 epochs = None  # None: the recipe's (10; sprint 20)
 max_steps = None  # a number: train this many steps instead of epochs
-overrides = []  # more settings, each a key and value joined by an equals sign: kd.modality_dropout, loop.batch_size, ...
+overrides = []  # more settings, each key and value joined by an equals sign (kd.modality_dropout, ...)
 init_from = None  # start from a checkpoint's weights (a Phase 1 checkpoint freezes the embeddings)
 resume = "auto"  # "auto": continue run_dir's last.pt; None: start afresh; or a checkpoint path
 lazy = False  # read caches window by window (corpora larger than memory)
@@ -50,6 +50,7 @@ reserve_s = 0.0  # seconds kept free at the end (Kaggle: 900 for the final push)
 account = "default"
 sync_remote = None  # "folder:...", "rclone:remote:folder" or "gdrive:<id>"
 force_lock = False  # take the run folder's lock from a crashed session that still holds it
+lease_s = 600.0  # item and run-folder lock leases (s), renewed every tenth; a killed session's work frees after one
 tinytribe_source = None  # on Kaggle/Colab: a pinned pip source
 
 # %%
@@ -80,7 +81,8 @@ if max_steps is not None:
     settings.append(f"loop.max_steps={int(max_steps)}")
 run_root = Path(run_dir)
 session = Session.start(run_root, account=account, sync_remote=sync_remote, reserve_s=reserve_s,
-                        force_lock=force_lock, planned=f"Phase 2 ({recipe}) on {', '.join(map(str, study_dirs))}")
+                        lock_lease_s=lease_s, force_lock=force_lock,
+                        planned=f"Phase 2 ({recipe}) on {', '.join(map(str, study_dirs))}")
 run = phase2.setup(study_dirs, run_root, recipe=recipe, model=model_config, overrides=settings,
                    init_from=init_from, resume=resume, lazy=lazy)
 for note in run.notes:

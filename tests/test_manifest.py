@@ -243,3 +243,70 @@ def test_build_from_definition(tmp_path, media_dir, repo):
     assert len(ids) == len(set(ids)) == 340 and ids[0] == "friends_s01e01a" and ids[-1] == "friends_s07e24b"
     diverse = JobDefinition.load(repo / "manifests" / "diverse_video_15h.json")
     assert len(diverse.groups) == 9 and sum(g.target_hours for g in diverse.groups) == 15.0
+
+
+def test_a_dead_worker_on_this_host_is_known_at_once(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    me = mf.default_worker()
+    assert me.startswith(f"{socket.gethostname()}:{os.getpid()}:") and mf.worker_alive(me) is True
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = f"{socket.gethostname()}:{gone.stdout.strip()}:0"
+    assert mf.worker_alive(dead) is False
+    host, pid, start = me.split(":")
+    assert mf.worker_alive(f"{host}:{pid}:{int(start) - 1000}") is False, "the pid now runs another process"
+    assert mf.worker_alive(f"other-host:{pid}:{start}") is None and mf.worker_alive("A") is None
+
+    path = small_manifest(tmp_path)
+    held = mf.claim_next(path, worker=dead, lease_s=3600)
+    taken = mf.claim_next(path, worker=me, lease_s=3600)
+    assert taken.id == held.id, "a dead worker's item is handed out again without waiting for its lease"
+    other = mf.claim_next(path, worker="B", lease_s=3600)
+    assert other.id != taken.id and Manifest.load(path).item(taken.id).worker == me, "a live worker keeps its item"
+
+
+def test_a_heartbeat_keeps_a_long_item_and_release_frees_stale_ones(tmp_path):
+    import time
+
+    path = small_manifest(tmp_path)
+    it = mf.claim_next(path, worker="A", lease_s=0.6)
+    with mf.Heartbeat(path, it.id, worker="A", lease_s=0.6, every_s=0.1) as beat:
+        time.sleep(1.5)   # far past the lease: the heartbeat renews it
+        others = [mf.claim_next(path, worker="B", lease_s=0.6) for _ in range(3)]
+        assert it.id not in {o.id for o in others if o}
+    assert beat.beats >= 5 and beat.error is None
+    mf.complete(path, it.id, worker="A")
+    with pytest.raises(ValueError, match="the heartbeat .* more often"):
+        mf.Heartbeat(path, it.id, worker="A", lease_s=10, every_s=10)
+    # B's three items: released by name, or once stale
+    assert sorted(mf.release_items(path, worker="B")) == sorted(o.id for o in others)
+    again = mf.claim_next(path, worker="C", lease_s=0.2)
+    assert mf.release_items(path, stale=True) == []
+    time.sleep(0.3)
+    assert mf.release_items(path, stale=True) == [again.id]
+    with pytest.raises(ValueError, match="exactly one"):
+        mf.release_items(path)
+
+
+def test_a_heartbeat_that_loses_its_item_says_so(tmp_path):
+    import time
+
+    path = small_manifest(tmp_path)
+    it = mf.claim_next(path, worker="A", lease_s=5)
+    with mf.Heartbeat(path, it.id, worker="A", lease_s=5, every_s=0.1) as beat:
+        mf.release_items(path, worker="A")
+        time.sleep(0.4)
+    assert beat.error and "not held by 'A'" in beat.error
+
+
+def test_release_from_the_command_line(tmp_path, capsys):
+    from tinytribe.cli import main
+
+    path = small_manifest(tmp_path)
+    held = mf.claim_next(path, worker="kaggle:7:1", lease_s=3600)
+    assert main(["manifest", "release", str(path), "--worker", "kaggle:7:1"]) == 0
+    assert f"1 running items back to pending: {held.id}" in capsys.readouterr().out
+    assert Manifest.load(path).item(held.id).status == "pending" and Manifest.load(path).item(held.id).attempts == 0

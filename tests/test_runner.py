@@ -94,3 +94,59 @@ def test_media_probe_work_on_real_media(tmp_path, media_dir):
     with np.load(tmp_path / "probe" / "coffee_still_000000.npz") as z:
         assert np.isnan(z["audio_rms"]).all() and not np.isnan(z["luminance"]).any()
         assert np.ptp(z["luminance"][:11]) < 0.01  # the still stretch does not change
+
+
+KILLABLE = """
+import sys, time
+from pathlib import Path
+from tinytribe.budget import SessionBudget
+from tinytribe.runner import run_job
+
+out = Path(sys.argv[2])
+def work(item):
+    (out / f"{item.id}.started").write_text("")
+    time.sleep(float(sys.argv[3]))
+    p = out / f"{item.id}.done"
+    p.write_text(item.id)
+    return p
+
+run_job(sys.argv[1], work, budget=SessionBudget.starting_now(None), lease_s=3600, heartbeat_s=60, progress=False)
+"""
+
+
+def test_a_worker_killed_mid_item_is_replaced_at_once_and_nothing_is_done_twice(tmp_path, subprocess_env):
+    """The next session does not wait out the dead worker's hour-long lease: its process is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tinytribe import manifest as mf
+    from tinytribe.formats import Manifest
+
+    m = mf.build_manifest([f"v{i}.mp4" for i in range(3)], job="probe", chunk_s=10,
+                          durations={f"v{i}.mp4": 10.0 for i in range(3)})
+    path = tmp_path / "m.json"
+    m.save(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(path), str(out), "2.0"], env=subprocess_env)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(out.glob("*.started"))) < 2:   # the first item done, the second begun
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    running = [it for it in Manifest.load(path).items if it.status == "running"]
+    assert len(running) == 1 and running[0].lease_until > time.time() + 3000, "killed mid-item, under a live lease"
+    assert running[0].worker.split(":")[1] == str(proc.pid)
+    done_before = {it.id for it in Manifest.load(path).items if it.status == "done"}
+    assert len(done_before) == 1
+
+    t0 = time.time()
+    again = subprocess.run([sys.executable, "-c", KILLABLE, str(path), str(out), "0.0"], env=subprocess_env, timeout=60)
+    assert again.returncode == 0 and time.time() - t0 < 30
+    final = Manifest.load(path)
+    assert mf.summarize(final).done == 3 and not [it for it in final.items if it.status == "running"]
+    assert final.item(next(iter(done_before))).attempts == 1, "the item done before the kill was not redone"
+    assert sorted(p.stem for p in out.glob("*.done")) == sorted(it.id for it in final.items)

@@ -195,3 +195,41 @@ def test_two_rclone_remotes_in_one_process_reach_their_own_servers(tmp_path):
     finally:
         a.kill()
         b.kill()
+
+
+HOLDER = """
+import sys, time
+from tinytribe.sync import FolderRemote, RunSync
+s = RunSync(FolderRemote(sys.argv[1]), sys.argv[2], owner="crashing-session", lease_s=1.0, heartbeat_s=0.1)
+s.acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_heartbeat_holds_the_lock_and_a_crashed_session_frees_it_within_one_lease(tmp_path, subprocess_env):
+    import subprocess
+
+    remote = FolderRemote(tmp_path / "r")
+    a = RunSync(remote, tmp_path / "a", owner="live", lease_s=1.0, heartbeat_s=0.1)
+    b = RunSync(remote, tmp_path / "b", owner="next", lease_s=1.0)
+    a.acquire()
+    time.sleep(2.0)   # twice the lease, without a push: the heartbeat renewed it
+    with pytest.raises(SyncLockedError, match="held by live"):
+        b.acquire()
+    a.release()
+    assert a.heartbeat_error is None
+    b.acquire()
+    b.release()
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "r"), str(tmp_path / "c")],
+                            env=subprocess_env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    proc.kill()   # the session dies without releasing
+    proc.wait()
+    with pytest.raises(SyncLockedError, match="held by crashing-session"):
+        b.acquire()
+    time.sleep(1.2)   # one lease later the lock is free: not an hour
+    b.acquire()
+    with pytest.raises(ValueError, match="more often than the lease"):
+        RunSync(remote, tmp_path / "d", lease_s=1.0, heartbeat_s=2.0)

@@ -6,6 +6,7 @@
     tinytribe manifest shard manifests/run.json --shards 2 --out-dir manifests/shards
     tinytribe manifest merge manifests/run.json manifests/shards/*.json
     tinytribe manifest retry-failed manifests/run.json
+    tinytribe manifest release manifests/run.json --stale
     tinytribe sync restore --remote rclone:gdrive:tinytribe/teacher --run-dir runs/teacher
     tinytribe sync push --remote rclone:gdrive:tinytribe/teacher --run-dir runs/teacher
     tinytribe doctor --run-dir runs/teacher --remote rclone:gdrive:tinytribe/teacher
@@ -69,6 +70,9 @@ def _manifest(args: argparse.Namespace) -> int:
         print(f"{args.out}: {mf.summarize(merged).line()}")
     elif args.action == "retry-failed":
         print(f"{args.path}: {mf.retry_failed(args.path)} failed items back to pending")
+    elif args.action == "release":
+        ids = mf.release_items(args.path, worker=args.worker, stale=args.stale)
+        print(f"{args.path}: {len(ids)} running items back to pending" + (f": {', '.join(ids)}" if ids else ""))
     return 0
 
 
@@ -210,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("inputs", nargs="+")
     r = msub.add_parser("retry-failed", help="send failed items back to pending")
     r.add_argument("path")
+    rl = msub.add_parser("release", help="send running items of a dead worker back to pending (no attempt counted)")
+    rl.add_argument("path")
+    who = rl.add_mutually_exclusive_group(required=True)
+    who.add_argument("--worker", help="the worker named in the items (host:pid:start)")
+    who.add_argument("--stale", action="store_true", help="items whose lease ran out or whose worker here is gone")
     m.set_defaults(func=_manifest)
 
     pl = sub.add_parser("plan", help="GPU hours, sessions, weeks, cost and storage for a job size")

@@ -26,9 +26,39 @@ from tinytribe.formats import FormatError, JobDefinition, Manifest, ManifestItem
 from tinytribe.provenance import provenance
 
 
+LEASE_S = 600.0       # an item's lease: a dead worker's item is handed out again within this
+HEARTBEAT_S = 60.0    # how often a live worker renews it
+
+
+def _started_at(pid: int) -> int | None:
+    """The start time of process ``pid`` (whole Unix seconds), or None when there is none."""
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).create_time())
+    except (psutil.Error, OSError):
+        return None
+
+
 def default_worker() -> str:
-    """``host:pid``, unique among live workers."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:start``, unique among live workers and never reused: the start time tells a
+    process from a later one that got the same pid (a new Kaggle container counts pids afresh)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_started_at(os.getpid())}"
+
+
+def worker_alive(worker: str | None) -> bool | None:
+    """Whether a worker named by :func:`default_worker` still runs: False when it was on this host and
+    its process is gone (or the pid now belongs to a process started at another time); None when that
+    cannot be told (another host, a name of the caller's choosing)."""
+    parts = (worker or "").split(":")
+    if len(parts) not in (2, 3) or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return None
+    started = _started_at(int(parts[1]))
+    if started is None:
+        return False
+    if len(parts) == 3 and parts[2].isdigit() and abs(started - int(parts[2])) > 1:
+        return False
+    return True
 
 
 def item_id(source: str | Path, start_s: float) -> str:
@@ -174,18 +204,24 @@ def update(path: str | Path) -> Iterator[Manifest]:
         m.save(path)
 
 
+def _stale(it: ManifestItem, now: float) -> bool:
+    """A running item whose lease ran out, or whose worker is known dead (same host, process gone)."""
+    return it.status == "running" and (it.lease_until is None or it.lease_until < now or worker_alive(it.worker) is False)
+
+
 def _expire_leases(m: Manifest, now: float) -> None:
     for it in m.items:
-        if it.status == "running" and (it.lease_until is None or it.lease_until < now):
+        if _stale(it, now):
             it.status, it.worker, it.lease_until = "pending", None, None
 
 
-def claim_next(path: str | Path, *, worker: str | None = None, lease_s: float = 3600.0,
+def claim_next(path: str | Path, *, worker: str | None = None, lease_s: float = LEASE_S,
                now: Callable[[], float] = time.time) -> ManifestItem | None:
     """Hand the next ``pending`` item to ``worker`` under a lease of ``lease_s`` seconds.
 
-    An item ``running`` under a live lease is never handed out; one whose lease has expired (its
-    worker died) returns to ``pending`` first. Returns None when nothing is left to claim.
+    An item ``running`` under a live lease is never handed out; one whose lease has expired, or whose
+    worker is dead (on this host, its process is gone: at once, without waiting for the lease),
+    returns to ``pending`` first. Returns None when nothing is left to claim.
     """
     worker = worker or default_worker()
     with update(path) as m:
@@ -245,6 +281,62 @@ def release(path: str | Path, item_id: str, *, worker: str) -> None:
     with update(path) as m:
         it = _owned(m, item_id, worker)
         it.status, it.worker, it.lease_until = "pending", None, None
+
+
+def release_items(path: str | Path, *, worker: str | None = None, stale: bool = False,
+                  now: Callable[[], float] = time.time) -> list[str]:
+    """Send running items back to ``pending`` without counting an attempt: those of ``worker``, or
+    with ``stale`` those whose lease ran out or whose worker is dead. Returns their ids.
+
+    For a worker known to be gone on another machine (a killed Kaggle session) whose lease still runs."""
+    if (worker is None) == (not stale):
+        raise ValueError("release needs exactly one of worker=... or stale=True")
+    with update(path) as m:
+        t = now()
+        out = [it for it in m.items if it.status == "running" and (it.worker == worker if worker else _stale(it, t))]
+        for it in out:
+            it.status, it.worker, it.lease_until = "pending", None, None
+        return [it.id for it in out]
+
+
+class Heartbeat:
+    """Renews a held item's lease every ``every_s`` seconds from a background thread while the item is
+    worked on, so a long item (a teacher chunk, a training epoch) never loses a live lease, and a dead
+    worker's item comes back within one short lease.
+
+        with Heartbeat(path, item.id, worker=w, lease_s=600, every_s=60):
+            work(item)
+
+    A renewal that fails (the item was taken from this worker) is kept in ``error`` and stops the beat.
+    """
+
+    def __init__(self, path: str | Path, item_id: str, *, worker: str, lease_s: float = LEASE_S,
+                 every_s: float = HEARTBEAT_S):
+        import threading
+
+        if not 0 < every_s < lease_s:
+            raise ValueError(f"the heartbeat ({every_s} s) must come more often than the lease runs out ({lease_s} s)")
+        self.path, self.item_id, self.worker, self.lease_s, self.every_s = path, item_id, worker, lease_s, every_s
+        self.beats, self.error = 0, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{item_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                renew_lease(self.path, self.item_id, worker=self.worker, lease_s=self.lease_s)
+                self.beats += 1
+            except Exception as e:   # noqa: BLE001 -- reported through .error, the work goes on
+                self.error = f"{type(e).__name__}: {e}"
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def retry_failed(path: str | Path) -> int:
@@ -375,6 +467,7 @@ def load_or_build(path: str | Path, build: Callable[[], Manifest]) -> Manifest:
 
 __all__ = [
     "Coverage", "FormatError", "Manifest", "ManifestItem", "Summary", "build_from_definition", "build_manifest", "chunk_windows", "claim_next",
-    "complete", "fail", "item_id", "load_or_build", "locked", "merge", "merge_files", "release",
+    "complete", "fail", "item_id", "load_or_build", "locked", "merge", "merge_files", "release", "release_items",
+    "Heartbeat", "worker_alive", "LEASE_S", "HEARTBEAT_S",
     "renew_lease", "retry_failed", "shard", "shard_of", "summarize", "update",
 ]

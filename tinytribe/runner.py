@@ -39,8 +39,8 @@ class RunReport:
 
 
 def run_job(manifest_path: str | Path, work: Callable[[ManifestItem], Path | None], *,
-            budget: SessionBudget, worker: str | None = None, lease_s: float = 3600.0,
-            after_item: Callable[[ManifestItem], None] | None = None, progress: bool = True) -> RunReport:
+            budget: SessionBudget, worker: str | None = None, lease_s: float = mf.LEASE_S,
+            heartbeat_s: float = mf.HEARTBEAT_S, after_item: Callable[[ManifestItem], None] | None = None, progress: bool = True) -> RunReport:
     """Process the manifest's pending items until none is left or the budget says stop.
 
     Args:
@@ -49,7 +49,9 @@ def run_job(manifest_path: str | Path, work: Callable[[ManifestItem], Path | Non
             attempt failed with its one-line message; the item is retried until ``max_attempts``.
         budget: asked before each item.
         worker: this worker's name in leases (default ``host:pid``).
-        lease_s: how long an item stays reserved for this worker.
+        lease_s: how long an item stays reserved for this worker without a heartbeat.
+        heartbeat_s: how often the lease is renewed while the item is worked on (a killed worker's item
+            is handed out again within ``lease_s``; on this machine at once).
         after_item: called after each finished or failed item (e.g. to sync outputs).
         progress: show a tqdm bar.
     """
@@ -70,7 +72,12 @@ def run_job(manifest_path: str | Path, work: Callable[[ManifestItem], Path | Non
                 break
             t0 = budget.clock()
             try:
-                out = work(item)
+                with mf.Heartbeat(manifest_path, item.id, worker=worker, lease_s=lease_s, every_s=heartbeat_s) as beat:
+                    out = work(item)
+                if beat.error:   # another worker took the item (this one was thought dead): its result is not ours to record
+                    bar.write(f"lost {item.id}: {beat.error}")
+                    report.failed.append((item.id, f"lost its lease: {beat.error}"))
+                    continue
             except KeyboardInterrupt:
                 mf.release(manifest_path, item.id, worker=worker)
                 raise

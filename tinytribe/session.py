@@ -29,7 +29,8 @@ class Session:
     @classmethod
     def start(cls, run_dir: str | Path, *, account: str = "default", sync_remote: str | None = None,
               reserve_s: float = 0.0, planned: str | None = None, needs_gpu: bool = False,
-              needs_secrets: dict[str, str] | None = None, force_lock: bool = False) -> "Session":
+              needs_secrets: dict[str, str] | None = None, force_lock: bool = False,
+              lock_lease_s: float = 600.0) -> "Session":
         """Keep caches out of Kaggle's output, restore and lock the run folder, run the doctor.
 
         ``force_lock`` takes the run folder's lock even from a live lease (a session that crashed
@@ -43,7 +44,9 @@ class Session:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         budget = SessionBudget.for_platform(platform, reserve_s=reserve_s)
-        sync = RunSync(open_remote(sync_remote), run_dir) if sync_remote else None
+        # a 10-minute lock renewed every minute: a crashed session holds the run folder 10 minutes at most
+        sync = RunSync(open_remote(sync_remote), run_dir, lease_s=lock_lease_s, heartbeat_s=lock_lease_s / 10) \
+            if sync_remote else None
         if sync:
             sync.acquire(force=force_lock)
             print(sync.restore().line("restored"))

@@ -90,17 +90,24 @@ class RunSync:
         owner: this session's name in the lock (default: host, pid and a random id).
         lease_s: how long the lock holds without renewal (each push renews it); a session that died
             without releasing it blocks others this long at most.
+        heartbeat_s: renew the lock from a background thread this often while it is held (None: only
+            pushes renew it). With a short lease, a crashed session's lock frees within minutes while a
+            live session that pushes rarely keeps it.
         attempts, backoff_s, max_backoff_s: retries of each remote operation, waiting backoff_s,
             2 * backoff_s, ... at most max_backoff_s between them.
     """
 
     def __init__(self, remote: Remote, local_dir: str | Path, *, owner: str | None = None, lease_s: float = 3600.0,
-                 attempts: int = 6, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
+                 heartbeat_s: float | None = None, attempts: int = 6, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time):
         self.remote, self.local = remote, Path(local_dir)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_s, self.attempts, self.backoff_s, self.max_backoff_s = lease_s, attempts, backoff_s, max_backoff_s
         self.sleep, self.clock = sleep, clock
+        if heartbeat_s is not None and not 0 < heartbeat_s < lease_s:
+            raise ValueError(f"the heartbeat ({heartbeat_s} s) must come more often than the lease runs out ({lease_s} s)")
+        self.heartbeat_s, self.heartbeat_error = heartbeat_s, None
+        self._beat: tuple | None = None
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -175,6 +182,22 @@ class RunSync:
         back = self._read_json(LOCK_KEY)
         if not back or back["owner"] != self.owner:
             raise SyncLockedError(f"{self.remote.description}: lost the lock to {back and back['owner']}")
+        if self.heartbeat_s and self._beat is None:
+            import threading
+
+            stop = threading.Event()
+
+            def beat() -> None:
+                while not stop.wait(self.heartbeat_s):
+                    try:
+                        self.renew()
+                    except Exception as e:   # noqa: BLE001 -- kept for the session to report; the next push fails loudly
+                        self.heartbeat_error = f"{type(e).__name__}: {e}"
+                        return
+
+            thread = threading.Thread(target=beat, name="sync-lock-heartbeat", daemon=True)
+            thread.start()
+            self._beat = (stop, thread)
 
     def renew(self) -> None:
         lock = self._read_json(LOCK_KEY)
@@ -185,6 +208,11 @@ class RunSync:
         self._write_json(LOCK_KEY, lock)
 
     def release(self) -> None:
+        if self._beat is not None:
+            stop, thread = self._beat
+            stop.set()
+            thread.join()
+            self._beat = None
         lock = self._read_json(LOCK_KEY)
         if lock and lock["owner"] == self.owner:
             self._retry(f"delete {LOCK_KEY}", lambda: self.remote.delete(LOCK_KEY))
