@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tinytribe.cli import main
 from tinytribe.formats import Manifest
 
@@ -88,3 +90,15 @@ def test_teacher_commands(tmp_path, capsys):
     assert "imported 1 episodes" in capsys.readouterr().out
     assert main(["teacher", "storage", str(tmp_path / "imp" / "manifest.json")]) == 0
     assert "measured:" in capsys.readouterr().out
+
+
+@pytest.mark.notebook
+def test_a_failing_notebook_is_one_line_and_exit_2(tmp_path, capsys):
+    from tinytribe.cli import main
+
+    rc = main(["notebooks", "04_phase2_kd", "--out", str(tmp_path / "nb"), "-p", f"run_dir={tmp_path / 'run'}",
+               "-p", f'study_dirs=["{tmp_path / "no_such_study"}"]'])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "notebook 04_phase2_kd failed in cell" in err and "no_such_study" in err
+    assert f"traceback in {tmp_path / 'nb' / '04_phase2_kd.ipynb'}" in err

@@ -176,10 +176,18 @@ def _teacher(args: argparse.Namespace) -> int:
 
 
 def _notebooks(args: argparse.Namespace) -> int:
+    from papermill.exceptions import PapermillExecutionError
+
     params = dict(_parse_param(p) for p in args.param)
     names = args.names or sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
     for name in names:
-        out = run_notebook(name, args.out, params)
+        try:
+            out = run_notebook(name, args.out, params)
+        except PapermillExecutionError as e:   # the notebook's own one-line error; the traceback stays in its copy
+            why = str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ""
+            print(f"tinytribe: error: notebook {name} failed in cell {e.exec_count}: {e.ename}: {why} "
+                  f"(traceback in {Path(args.out) / f'{name}.ipynb'})", file=sys.stderr)
+            return 2
         print(f"executed {name} -> {out}")
     return 0
 
