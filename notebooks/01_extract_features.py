@@ -67,7 +67,7 @@ from tinytribe.eval.plots import plot_features
 from tinytribe.features.cache import (feature_job_work, reopen_stale, stitch_done, transcript_durations,
                                      transcript_only)
 from tinytribe.features.decode import MEDIA_SUFFIXES
-from tinytribe.features.extract import ExtractionConfig, FeatureExtractor
+from tinytribe.features.extract import ExtractionConfig, FeatureExtractor, timing_table
 from tinytribe.formats import FeatureCache, FormatError, Manifest
 from tinytribe.runner import run_job
 from tinytribe.session import Session
@@ -124,9 +124,7 @@ for path in sorted(run_root.glob("*.npz")):  # where each stimulus's words came 
 # %%
 m = Manifest.load(manifest_path)
 media_s = sum(it.duration_s for it in m.items if it.id in report.processed)
-print(f"{'stage':<16}{'seconds':>9}{'s per s of media':>18}")
-for stage, secs in sorted(extractor.timings.items()):
-    print(f"{stage:<16}{secs:>9.2f}{secs / max(media_s, 1e-9):>18.3f}")
+print(timing_table(extractor.timings, media_s))
 for it in m.items:
     if it.status == "failed":
         print(f"failed {it.id}: {it.last_error}")

@@ -43,6 +43,7 @@ ridge_bands = None  # bands of the main ridge; None: the stimuli's modalities (m
 ridge_pooled = True  # also fit the ridge once on the group mean
 low_level_bands = ["word_rate", "audio_envelope"]  # a ridge on these alone, those the study can make; [] skips it
 detrend = None  # None, "linear", "polynomial" or "cosine" (0.01 Hz high-pass), before z-scoring
+nan_policy = "error"  # NaN/Inf in fMRI runs: "error" (name them), "drop" (those TRs) or "interpolate" (along time)
 out_dir = "runs/evaluate"  # report.json, maps.npz (parcels.csv in a parcel space)
 
 # %%
@@ -62,7 +63,7 @@ if device == "auto":
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-study = load_study(study_dir, detrend=detrend)
+study = load_study(study_dir, detrend=detrend, nan_policy=nan_policy)
 space = study.study.space
 runs, train = study.split(split), study.split(train_split)
 rois = rois_for_space(space, study.study.output_names)

@@ -203,13 +203,20 @@ def test_evaluate_notebook_on_the_demo_study(demo_study, tmp_path):
 
 
 @pytest.mark.notebook
-def test_evaluate_notebook_on_a_one_story_roi_study(story_study, tmp_path):
+def test_evaluate_notebook_on_a_one_story_roi_study(story_copy, tmp_path):
     """A spoken story, ROI time courses in custom:6 with names, no audio, the last fifth held out:
-    scored end to end, word rate in the ridge, no surface maps (and it says why)."""
+    scored end to end, word rate in the ridge, no surface maps (and it says why); a NaN TR in a
+    training run is interpolated when the notebook's nan_policy says so."""
+    import numpy as np
+
+    run = story_copy / json.loads((story_copy / "study.json").read_text())["runs"][0]["fmri"]
+    a = np.load(run)
+    a[5, 2] = np.nan
+    np.save(run, a)
     out = tmp_path / "eval"
     executed = run_notebook("06_evaluate", tmp_path / "exec", {
-        "study_dir": str(story_study), "out_dir": str(out), "ridge_iterations": 5,
-        "ridge_bands": ["text", "word_rate"]}, cwd=tmp_path)
+        "study_dir": str(story_copy), "out_dir": str(out), "ridge_iterations": 5,
+        "ridge_bands": ["text", "word_rate"], "nan_policy": "interpolate"}, cwd=tmp_path)
     text = _text_outputs(executed)
     for part in ("test: story[295.2, 369) s", "ridge: bands text, word_rate", "low-level: ridge on word_rate",
                  "low-level band audio_envelope skipped: no stimulus among story has audio",

@@ -193,3 +193,10 @@ def test_cosine_detrending_keeps_the_full_grid_when_edge_trs_were_dropped():
     np.testing.assert_allclose(kept * scale, full[3:], atol=1e-12)
     shrunk = drift_regressors(t[3:], "cosine", high_pass_hz=0.01, tr_s=2.0)   # the grid the kept TRs span
     assert shrunk.shape != kept.shape or not np.allclose(shrunk * scale, full[3:], atol=1e-3)
+
+
+def test_a_file_that_is_not_an_npy_array_is_named_as_such(broken_copy):
+    path = _run_path(broken_copy)
+    path.write_text("subject,time,value\n1,0.0,3.2\n")
+    with pytest.raises(StudyError, match=r"not a NumPy \.npy array \(it starts with b'subjec'"):
+        load_study(broken_copy)

@@ -120,3 +120,11 @@ def test_feature_job_resumes_reuses_and_reextracts(extractor, media_dir, tmp_pat
                                   media / "astronaut_tour.mp4", 0.0)
     fc = FeatureCache.load(feature_job_work(media, tmp_path / "run", changed)(it))
     assert fc.extraction["context_words"] == 8
+
+
+def test_the_timing_table_has_no_rate_when_nothing_was_extracted():
+    from tinytribe.features.extract import timing_table
+
+    assert timing_table({"asr": 3.0}, 0.0) == "timing: no media extracted in this session (nothing to time)"
+    table = timing_table({"asr": 3.0, "video": 6.0}, 60.0)
+    assert "asr                  3.00             0.050" in table and "0.100" in table

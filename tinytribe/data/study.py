@@ -163,6 +163,21 @@ def _interpolate(a: np.ndarray, cortex: np.ndarray) -> np.ndarray:
     return a
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array, or a one-line error saying why the file is not one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise StudyError(f"{path}: unreadable ({e.strerror})") from None
+    if head != b"\x93NUMPY":
+        raise StudyError(f"{path}: not a NumPy .npy array (it starts with {head!r}; write it with numpy.save)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise StudyError(f"{path}: not a readable .npy array ({str(e).splitlines()[0]})") from None
+
+
 def zscore_runs(fmri: np.ndarray) -> np.ndarray:
     """Per-vertex z-scores over time; a constant vertex becomes 0."""
     mean = fmri.mean(axis=0, keepdims=True)
@@ -312,16 +327,13 @@ def load_study(root: str | Path, *, zscore: bool = True, nan_policy: Literal["er
                 raise StudyError(msg.replace("; run skipped", ""))
             warn(msg)
             continue
-        try:
-            a = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise StudyError(f"{path}: not a readable .npy array ({e})") from None
+        a = _load_npy(path)
         if a.ndim != 2 or a.shape[1] != n_out:
             raise StudyError(f"{path}: shape {a.shape}, expected (n_TR, {n_out}) for {study.space}")
         a = a.astype(np.float32)
         a[:, medial] = 0.0
         if r.bold_times:
-            times = np.load(root / r.bold_times).astype(np.float64)
+            times = _load_npy(root / r.bold_times).astype(np.float64)
             if times.shape != (a.shape[0],):
                 raise StudyError(f"{root / r.bold_times}: {times.shape[0]} BOLD times for {a.shape[0]} TRs in {path}")
         else:

@@ -387,3 +387,13 @@ def stitch(chunks: list[FeatureCache]) -> FeatureCache:
                         timing={k: np.concatenate([c.timing[k] for c in chunks]) for k in first.timing},
                         words=[w for c in chunks for w in c.words], words_source="; ".join(sources),
                         transcript_sha256=first.transcript_sha256, provenance=provenance())
+
+
+def timing_table(timings: dict[str, float], media_s: float) -> str:
+    """Seconds per stage and seconds per second of media, or a line saying nothing was extracted (a
+    session whose items all failed or were done before: no rate to report)."""
+    if media_s <= 0 or not timings:
+        return "timing: no media extracted in this session (nothing to time)"
+    lines = [f"{'stage':<16}{'seconds':>9}{'s per s of media':>18}"]
+    lines += [f"{stage:<16}{secs:>9.2f}{secs / media_s:>18.3f}" for stage, secs in sorted(timings.items())]
+    return "\n".join(lines)
