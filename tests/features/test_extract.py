@@ -128,3 +128,19 @@ def test_the_timing_table_has_no_rate_when_nothing_was_extracted():
     assert timing_table({"asr": 3.0}, 0.0) == "timing: no media extracted in this session (nothing to time)"
     table = timing_table({"asr": 3.0, "video": 6.0}, 60.0)
     assert "asr                  3.00             0.050" in table and "0.100" in table
+
+
+def test_an_empty_transcript_is_refused_or_replaced_by_asr(extractor, media_dir, tmp_path):
+    from tinytribe.features.words import EmptyTranscriptError
+
+    shutil.copy(media_dir / "north_wind_story.mp3", tmp_path / "story.mp3")
+    (tmp_path / "story.srt").write_text("The North Wind and the Sun, read aloud.\n")   # prose, no cues
+    with pytest.raises(EmptyTranscriptError, match="story.srt: no words"):
+        extractor.extract(tmp_path / "story.mp3")
+    extractor.config.empty_transcript = "asr"
+    try:
+        with pytest.warns(UserWarning, match="transcribing the audio instead"):
+            fc = extractor.extract(tmp_path / "story.mp3")
+    finally:
+        extractor.config.empty_transcript = "error"
+    assert fc.words_source.startswith("asr") and fc.masks["text"].any() and len(fc.words) > 10

@@ -129,3 +129,45 @@ def test_transcript_search_order_and_what_it_says(tmp_path):
     (tmp_path / "clip.TextGrid").write_text("")
     assert transcript_search(media) == (tmp_path / "clip.TextGrid", "clip.TextGrid (beside the media, same stem)")
     assert find_transcript(media) == tmp_path / "clip.TextGrid"
+
+
+def test_a_transcript_without_words_is_refused_not_taken_as_silence(tmp_path):
+    from tinytribe.features.words import EmptyTranscriptError
+
+    prose = tmp_path / "talk.srt"
+    prose.write_text("This is the talk's summary, not subtitles.\n\nIt has no cues.\n")
+    with pytest.raises(EmptyTranscriptError, match=r"talk.srt: no words in it .* remove it to use speech recognition"):
+        read_transcript(prose)
+    empty = tmp_path / "talk.tsv"
+    empty.write_text("word\tonset\tduration\n")
+    with pytest.raises(EmptyTranscriptError, match="talk.tsv: no words"):
+        read_transcript(empty)
+
+
+def test_encodings_are_read_or_refused_by_name(tmp_path):
+    latin = tmp_path / "cafe.tsv"
+    latin.write_bytes("word\tonset\tduration\ncaf\u00e9\t0.5\t0.3\n".encode("latin-1"))
+    with pytest.raises(TranscriptError, match=r"cafe.tsv: not UTF-8: byte 0xe9 at offset 23 \(line 2\)"):
+        read_transcript(latin)
+    grid = tmp_path / "cafe.TextGrid"
+    grid.write_bytes(TEXTGRID.replace("hello", "caf\u00e9").encode("latin-1"))
+    with pytest.raises(TranscriptError, match="cafe.TextGrid: not UTF-8: byte 0xe9"):
+        read_transcript(grid)
+    praat = tmp_path / "praat.TextGrid"   # Praat's UTF-16 with a byte-order mark is read as such
+    praat.write_bytes(TEXTGRID.replace("hello", "caf\u00e9").encode("utf-16"))
+    assert "caf\u00e9" in [w.word for w in read_transcript(praat)]
+
+
+def test_impossible_times_are_named(tmp_path):
+    inf = tmp_path / "inf.tsv"
+    inf.write_text("word\tonset\tduration\nhello\t0.5\tinf\n")
+    with pytest.raises(TranscriptError, match=r"inf.tsv: word 'hello' has onset 0.5 and duration inf \(both must be finite"):
+        read_transcript(inf)
+    bad = tmp_path / "bad.srt"
+    bad.write_text("1\n00:00:01,000 --> 00:00:0x,000\nhello world\n")
+    with pytest.raises(TranscriptError, match=r"bad.srt: malformed cue timing '00:00:01,000 --> 00:00:0x,000'"):
+        read_transcript(bad)
+    backwards = tmp_path / "back.vtt"
+    backwards.write_text("WEBVTT\n\n00:05.000 --> 00:04.000\nhello\n")
+    with pytest.raises(TranscriptError, match="ends before it starts"):
+        read_transcript(backwards)

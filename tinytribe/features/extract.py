@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,7 +31,7 @@ import numpy as np
 from tinytribe._io import sha256_file
 from tinytribe.config import to_dict
 from tinytribe.features.decode import MediaError, iter_audio, probe_media, sample_frames
-from tinytribe.features.words import is_transcript, read_transcript, transcript_search
+from tinytribe.features.words import EmptyTranscriptError, is_transcript, read_transcript, transcript_search
 from tinytribe.features.words import stimulus_id as words_stimulus_id
 from tinytribe.formats import MODALITIES, FeatureCache, Word
 from tinytribe.provenance import provenance
@@ -42,7 +43,8 @@ ENCODER_HZ = 50.0
 
 @dataclass
 class ExtractionConfig:
-    """How features are made. Everything here except ``device`` and ``video_batch`` is part of the cache key."""
+    """How features are made. Everything here except ``device``, ``video_batch`` and ``empty_transcript`` (what
+    to do with a transcript that holds no words) is part of the cache key."""
 
     rate_hz: float = 2.0
     text: str = "minilm"
@@ -56,12 +58,13 @@ class ExtractionConfig:
     text_fill: Literal["carry", "none"] = "carry"
     carry_max_s: float = 5.0
     asr: bool = True  # transcribe the audio when no transcript is given
+    empty_transcript: Literal["error", "asr"] = "error"  # a transcript with no words: refuse it, or warn and transcribe
     asr_lead_s: float = 30.0  # speech before a chunk transcribed for the context of its first words
     video_batch: int = 32
     device: str = "auto"
 
     def key(self) -> dict:
-        return {k: v for k, v in to_dict(self).items() if k not in ("device", "video_batch")}
+        return {k: v for k, v in to_dict(self).items() if k not in ("device", "video_batch", "empty_transcript")}
 
 
 def _frame_size(backbone, width: int, height: int) -> tuple[int, int]:
@@ -260,7 +263,13 @@ class FeatureExtractor:
         media = Path(media) if media is not None else None
         info = probe_media(media) if media is not None else None
         transcript, found = self._transcript(media, transcript)
-        words = read_transcript(transcript, info.duration_s if info else None) if transcript else None
+        try:
+            words = read_transcript(transcript, info.duration_s if info else None) if transcript else None
+        except EmptyTranscriptError as e:
+            if c.empty_transcript != "asr" or info is None or not info.has_audio:
+                raise
+            warnings.warn(f"{e}; transcribing the audio instead (empty_transcript='asr')", stacklevel=2)
+            transcript, found, words = None, f"{Path(transcript).name} was empty: ASR", None
         if info is None and words is None:
             raise ValueError("a stimulus needs a media file or a transcript")
         src = media or Path(transcript)

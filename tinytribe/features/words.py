@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import csv
 import io
+import math
 import re
 import warnings
 from pathlib import Path
@@ -43,6 +44,24 @@ MAX_WORD_S = 1.0  # a word's duration when a transcript gives onsets only: up to
 
 class TranscriptError(ValueError):
     """A transcript cannot be read; the message names the file and the reason."""
+
+
+class EmptyTranscriptError(TranscriptError):
+    """A transcript file holds no words (prose, another format): never silently "no speech"."""
+
+
+def _read_text(path: Path) -> str:
+    """A transcript's text: UTF-8 (with or without BOM) or UTF-16 with a BOM (Praat writes it); any
+    other encoding is refused naming the byte, never turned into replacement characters."""
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise TranscriptError(f"{path}: not UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} (line {line}); "
+                              f"save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
 
 
 def is_transcript(path: str | Path) -> bool:
@@ -61,8 +80,9 @@ def _clean(words: list[Word], path: Path) -> list[Word]:
         text = w.word.strip()
         if text.lower() in SILENCE:
             continue
-        if not (w.onset >= 0 and w.duration >= 0):
-            raise TranscriptError(f"{path}: word {text!r} has onset {w.onset} and duration {w.duration}")
+        if not (math.isfinite(w.onset) and math.isfinite(w.duration) and w.onset >= 0 and w.duration >= 0):
+            raise TranscriptError(f"{path}: word {text!r} has onset {w.onset} and duration {w.duration} "
+                                  f"(both must be finite and >= 0)")
         out.append(Word(text, float(w.onset), float(w.duration), w.confidence))
     return sorted(out, key=lambda w: w.onset)
 
@@ -70,7 +90,7 @@ def _clean(words: list[Word], path: Path) -> list[Word]:
 def read_textgrid(path: Path, tier: str | None = None) -> list[Word]:
     """The word tier of a Praat TextGrid (long text format): the tier named ``tier``, else one named
     like "words", else the first interval tier."""
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    text = _read_text(path)
     tiers = re.split(r"item \[\d+\]:", text)[1:]
     if not tiers:
         raise TranscriptError(f"{path}: no tiers found (is it a long-format TextGrid?)")
@@ -83,6 +103,9 @@ def read_textgrid(path: Path, tier: str | None = None) -> list[Word]:
     return [Word(w.replace('""', '"'), float(a), float(b) - float(a)) for a, b, w in chosen[0][1]]
 
 
+TIMESTAMP = r"(?:\d+:)?\d{1,2}:\d{2}[,.]\d{1,3}"   # [HH:]MM:SS,mmm (SRT) or [HH:]MM:SS.mmm (WebVTT)
+
+
 def _timestamp(s: str) -> float:
     parts = s.strip().replace(",", ".").split(":")
     return sum(float(p) * 60 ** i for i, p in enumerate(reversed(parts)))
@@ -91,12 +114,19 @@ def _timestamp(s: str) -> float:
 def read_subtitles(path: Path) -> list[Word]:
     """SRT or WebVTT cues; each cue's words get equal shares of the cue's time."""
     words = []
-    blocks = re.split(r"\n\s*\n", path.read_text(encoding="utf-8-sig", errors="replace").replace("\r", ""))
+    blocks = re.split(r"\n\s*\n", _read_text(path).replace("\r", ""))
     for block in blocks:
-        m = re.search(r"([\d:.,]+)\s*-->\s*([\d:.,]+)", block)
-        if not m:
+        arrow = next((line for line in block.splitlines() if "-->" in line), None)
+        if arrow is None:
             continue
+        m = re.match(rf"\s*({TIMESTAMP})\s*-->\s*({TIMESTAMP})(\s|$)", arrow)
+        if not m:
+            raise TranscriptError(f"{path}: malformed cue timing {arrow.strip()!r} (expected HH:MM:SS,mmm --> "
+                                  f"HH:MM:SS,mmm)")
         start, end = _timestamp(m.group(1)), _timestamp(m.group(2))
+        if end < start:
+            raise TranscriptError(f"{path}: cue {arrow.strip()!r} ends before it starts")
+        m = re.search(re.escape(arrow), block)
         lines = block[m.end():].strip().splitlines()
         text = re.sub(r"<[^>]+>", "", " ".join(lines))  # drop <i>, <v Speaker> tags
         tokens = text.split()
@@ -107,8 +137,7 @@ def read_subtitles(path: Path) -> list[Word]:
 
 def read_tsv(path: Path) -> list[Word]:
     """A plain TSV (word, onset, duration) or an Algonauts 2025 per-TR transcript."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    rows = list(csv.DictReader(io.StringIO(_read_text(path), newline=""), delimiter="\t"))
     if not rows:
         return []
     cols = set(rows[0])
@@ -170,6 +199,9 @@ def read_transcript(path: str | Path, duration_s: float | None = None) -> list[W
     if suffix not in readers:
         raise TranscriptError(f"{path}: unsupported transcript format {suffix!r} (TextGrid, SRT, VTT, TSV)")
     words = _clean(readers[suffix](path), path)
+    if not words:
+        raise EmptyTranscriptError(f"{path}: no words in it (is it a {suffix} file with cues, intervals or rows?); fix "
+                                   f"or remove it to use speech recognition")
     if duration_s is not None and words and words[-1].onset > duration_s + 0.5:
         raise TranscriptError(f"{path}: words run to {words[-1].onset:.1f} s, past the media's {duration_s:.1f} s")
     return words
