@@ -44,6 +44,12 @@ teacher_r = 0.87  # the demo teacher's r against the truth in responsive cortex 
 device = "cpu"  # for the feature backbones
 
 # %%
+# Refuse misspelled, mistyped or unknown-choice parameters before any work.
+from tinytribe.notebook_params import check_parameters
+
+check_parameters("00_demo_study", globals())
+
+# %%
 import json
 from pathlib import Path
 

@@ -64,6 +64,12 @@ if importlib.util.find_spec("tinytribe") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", tinytribe_source], check=True)
 
 # %%
+# Refuse misspelled, mistyped or unknown-choice parameters before any work.
+from tinytribe.notebook_params import check_parameters
+
+check_parameters("02_teacher_inference", globals())
+
+# %%
 from pathlib import Path
 
 import tinytribe

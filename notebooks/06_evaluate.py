@@ -47,6 +47,12 @@ nan_policy = "error"  # NaN/Inf in fMRI runs: "error" (name them), "drop" (those
 out_dir = "runs/evaluate"  # report.json, maps.npz (parcels.csv in a parcel space)
 
 # %%
+# Refuse misspelled, mistyped or unknown-choice parameters before any work.
+from tinytribe.notebook_params import check_parameters
+
+check_parameters("06_evaluate", globals())
+
+# %%
 from pathlib import Path
 
 import numpy as np
