@@ -150,3 +150,22 @@ def test_a_worker_killed_mid_item_is_replaced_at_once_and_nothing_is_done_twice(
     assert mf.summarize(final).done == 3 and not [it for it in final.items if it.status == "running"]
     assert final.item(next(iter(done_before))).attempts == 1, "the item done before the kill was not redone"
     assert sorted(p.stem for p in out.glob("*.done")) == sorted(it.id for it in final.items)
+
+
+def test_an_unreadable_file_fails_at_once_instead_of_three_times(tmp_path):
+    from tinytribe.features.decode import MediaError
+
+    path = make(tmp_path, n=2, max_attempts=3)
+    calls = []
+
+    def work(item):
+        calls.append(item.id)
+        if item.id.startswith("v1"):
+            raise MediaError(f"{item.source}: no decodable audio or video stream")
+        return None
+
+    r = run_job(path, work, budget=SessionBudget.starting_now(None), progress=False)
+    assert calls.count("v1_000000") == 1, "the same unreadable file was decoded again"
+    it = Manifest.load(path).item("v1_000000")
+    assert it.status == "failed" and it.attempts == 1 and "no decodable" in it.last_error
+    assert r.summary.failed == 1 and r.summary.done == 1

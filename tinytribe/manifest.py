@@ -263,15 +263,16 @@ def complete(path: str | Path, item_id: str, *, worker: str, output: str | None 
             it.timings["seconds"] = round(seconds, 4)
 
 
-def fail(path: str | Path, item_id: str, *, worker: str, error: str,
+def fail(path: str | Path, item_id: str, *, worker: str, error: str, permanent: bool = False,
          now: Callable[[], float] = time.time) -> ManifestItem:
-    """Record a failed attempt: back to ``pending`` while attempts remain, else ``failed``."""
+    """Record a failed attempt: back to ``pending`` while attempts remain, else ``failed``; a
+    ``permanent`` failure (an unreadable file, a bad setting: retrying cannot help) is ``failed`` at once."""
     with update(path) as m:
         it = _owned(m, item_id, worker)
         it.attempts += 1
         it.last_error = error.splitlines()[0][:500] if error else "unknown error"
         it.worker, it.lease_until = None, None
-        it.status = "failed" if it.attempts >= m.max_attempts else "pending"
+        it.status = "failed" if permanent or it.attempts >= m.max_attempts else "pending"
         it.timings["failed_at"] = now()
         return replace(it)
 

@@ -38,6 +38,17 @@ class RunReport:
                 f"Job: {self.summary.line() if self.summary else '?'}")
 
 
+def _permanent() -> tuple[type, ...]:
+    """Failures that another attempt would repeat: unreadable or corrupt media and transcripts, files
+    not in their format, bad settings. They fail the item at once instead of re-running its work."""
+    from tinytribe.config import ConfigError
+    from tinytribe.features.decode import MediaError
+    from tinytribe.features.words import TranscriptError
+    from tinytribe.formats import FormatError
+
+    return MediaError, TranscriptError, FormatError, ConfigError
+
+
 def run_job(manifest_path: str | Path, work: Callable[[ManifestItem], Path | None], *,
             budget: SessionBudget, worker: str | None = None, lease_s: float = mf.LEASE_S,
             heartbeat_s: float = mf.HEARTBEAT_S, after_item: Callable[[ManifestItem], None] | None = None, progress: bool = True) -> RunReport:
@@ -46,7 +57,9 @@ def run_job(manifest_path: str | Path, work: Callable[[ManifestItem], Path | Non
     Args:
         manifest_path: the manifest shard to work on.
         work: does one item and returns the path of its output (or None). An exception marks the
-            attempt failed with its one-line message; the item is retried until ``max_attempts``.
+            attempt failed with its one-line message; the item is retried until ``max_attempts``,
+            except for failures retrying cannot mend (unreadable media or transcripts, bad formats
+            or settings), which fail it at once.
         budget: asked before each item.
         worker: this worker's name in leases (default ``host:pid``).
         lease_s: how long an item stays reserved for this worker without a heartbeat.
@@ -85,7 +98,7 @@ def run_job(manifest_path: str | Path, work: Callable[[ManifestItem], Path | Non
                 seconds = budget.clock() - t0
                 budget.record_item(seconds)
                 msg = f"{type(e).__name__}: {e}"
-                mf.fail(manifest_path, item.id, worker=worker, error=msg)
+                mf.fail(manifest_path, item.id, worker=worker, error=msg, permanent=isinstance(e, _permanent()))
                 report.failed.append((item.id, msg))
                 bar.write(f"failed {item.id}: {msg.splitlines()[0]}")
             else:
