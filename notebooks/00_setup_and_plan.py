@@ -87,17 +87,23 @@ session = Session.start(run_root, account=account, sync_remote=sync_remote, rese
 
 # %% [markdown]
 # ## 1. The job manifest
-# Built once, then loaded: rerunning never rebuilds over finished work. Files whose duration cannot
-# be read are reported and left out.
+# Built once, then loaded: rerunning never rebuilds over finished work. Each run reconciles it with
+# the media folder: new files get new items, a changed file's items are redone, a removed file's are
+# marked `gone`; files whose duration cannot be read are recorded as failed, with the reason.
 
 # %%
 def build() -> mf.Manifest:
     sources = sorted(p for p in media_root.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES)
     return mf.build_manifest(sources, job="probe", chunk_s=chunk_s, relative_to=media_root,
-                             on_error=lambda src, err: print(f"skipped: {err}"))
+                             on_error=lambda src, err: print(f"unreadable (recorded as failed): {err}"))
 
 
 manifest = mf.load_or_build(manifest_path, build)
+# new, fixed, changed and removed media since the manifest was made
+changes = mf.reconcile(manifest_path, media_root,
+                       media=sorted(p for p in media_root.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES))
+print(changes.line())
+manifest = mf.Manifest.load(manifest_path)
 print(f"{manifest_path}: {mf.summarize(manifest).line()}")
 for it in manifest.items[:5]:
     print(f"  {it.id:<28} {it.source:<24} {it.start_s:7.2f}-{it.end_s:7.2f} s  {it.status}")

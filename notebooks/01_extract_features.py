@@ -100,10 +100,14 @@ for note in left_out:
 def build() -> mf.Manifest:
     return mf.build_manifest(media + texts_only, job="features", chunk_s=chunk_s, relative_to=media_root,
                              durations=transcript_durations(texts_only),
-                             on_error=lambda src, err: print(f"skipped: {err}"))
+                             on_error=lambda src, err: print(f"unreadable (recorded as failed): {err}"))
 
 
 manifest = mf.load_or_build(manifest_path, build)
+# new, fixed, changed and removed media since the manifest was made
+changes = mf.reconcile(manifest_path, media_root, media=media + texts_only, durations=transcript_durations(texts_only))
+print(changes.line())
+manifest = mf.Manifest.load(manifest_path)
 print(f"{manifest_path}: {mf.summarize(manifest).line()}")
 
 # %% [markdown]

@@ -121,10 +121,14 @@ def build() -> Manifest:
         return m
     media = sorted(p for p in media_root.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES)
     return mf.build_manifest(media, job="teacher", chunk_s=chunk_s, relative_to=media_root,
-                             on_error=lambda src, err: print(f"skipped: {err}"))
+                             on_error=lambda src, err: print(f"unreadable (recorded as failed): {err}"))
 
 
 manifest = mf.load_or_build(manifest_path, build)
+if not (features_dir or job_definition):   # a manifest of the whole folder follows the folder
+    print(mf.reconcile(manifest_path, media_root,
+                       media=sorted(p for p in media_root.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES)).line())
+    manifest = Manifest.load(manifest_path)
 print(f"{manifest_path}: {mf.summarize(manifest).line()}")
 
 # %% [markdown]

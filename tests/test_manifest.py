@@ -63,7 +63,9 @@ def test_build_names_the_unreadable_file(tmp_path, media_dir):
     skipped = []
     m = mf.build_manifest([bad, media_dir / "coffee_still.mp4"], job="probe", chunk_s=10,
                           on_error=lambda s, e: skipped.append(str(e)))
-    assert len(skipped) == 1 and "broken.mp4" in skipped[0] and len(m.items) == 2
+    assert len(skipped) == 1 and "broken.mp4" in skipped[0] and len(m.items) == 3
+    failed = [it for it in m.items if it.status == "failed"]
+    assert len(failed) == 1 and failed[0].source.endswith("broken.mp4") and "broken.mp4" in failed[0].last_error
 
 
 def test_claim_lease_and_expiry(tmp_path):
@@ -310,3 +312,82 @@ def test_release_from_the_command_line(tmp_path, capsys):
     assert main(["manifest", "release", str(path), "--worker", "kaggle:7:1"]) == 0
     assert f"1 running items back to pending: {held.id}" in capsys.readouterr().out
     assert Manifest.load(path).item(held.id).status == "pending" and Manifest.load(path).item(held.id).attempts == 0
+
+
+def test_reconcile_picks_up_new_changed_fixed_and_vanished_media(tmp_path, media_dir):
+    import os
+    import shutil
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(media_dir / "coffee_still.mp4", media / "a.mp4")
+    (media / "broken.mp4").write_bytes(b"not a video" * 100)
+    path = tmp_path / "m.json"
+    seen = []
+    m = mf.build_manifest(sorted(media.iterdir()), job="probe", chunk_s=10, relative_to=media,
+                          on_error=lambda s, e: seen.append(s))
+    m.save(path)
+    broken = [it for it in m.items if it.source == "broken.mp4"]
+    assert seen and len(broken) == 1 and broken[0].status == "failed" and "broken.mp4" in broken[0].last_error
+    assert mf.summarize(m).failed == 1, "an unreadable file is counted, not skipped"
+    for it in Manifest.load(path).items:   # a's work is done
+        if it.source == "a.mp4":
+            claimed = mf.claim_next(path, worker="W")
+            mf.complete(path, claimed.id, worker="W", output="x.npz")
+    untouched = mf.reconcile(path, media)
+    assert (untouched.added, untouched.changed, untouched.gone, untouched.hashed) == ([], [], [], 0)
+
+    shutil.copy(media_dir / "astronaut_tour.mp4", media / "new.mp4")            # added
+    shutil.copy(media_dir / "coffee_still.mp4", media / "broken.mp4")           # fixed
+    st = os.stat(media / "a.mp4")
+    os.utime(media / "a.mp4", (st.st_atime, st.st_mtime + 100))                 # touched, same content
+    r = mf.reconcile(path, media)
+    assert r.added == ["new.mp4"] and r.changed == ["broken.mp4"] and r.hashed == 2
+    m = Manifest.load(path)
+    assert all(it.status == "done" for it in m.items if it.source == "a.mp4"), "a touched file is not redone"
+    assert all(it.status == "pending" for it in m.items if it.source in ("new.mp4", "broken.mp4"))
+    assert {it.note for it in m.items if it.source == "broken.mp4"} == {"source changed (size, time and content): redone"}
+    assert all(it.source_size == os.path.getsize(media / "broken.mp4") for it in m.items if it.source == "broken.mp4")
+    assert m.format_version == 2 and all(it.source_hash for it in m.items if it.source == "a.mp4")
+
+    with open(media / "a.mp4", "ab") as f:                                      # really changed
+        f.write(b"\0" * 10)
+    (media / "new.mp4").unlink()                                                # vanished
+    r = mf.reconcile(path, media)
+    m = Manifest.load(path)
+    assert r.changed == ["a.mp4"] and r.gone == ["new.mp4"]
+    assert all(it.status == "pending" and it.attempts == 0 and it.output is None for it in m.items if it.source == "a.mp4")
+    assert all(it.status == "gone" for it in m.items if it.source == "new.mp4"), "marked, not deleted"
+    assert mf.summarize(m).gone == len([it for it in m.items if it.source == "new.mp4"]) > 0
+    assert "gone (media removed)" in mf.summarize(m).line()
+    while (it := mf.claim_next(path, worker="W")) is not None:
+        assert it.source != "new.mp4", "a gone item is never handed out"
+        mf.complete(path, it.id, worker="W")
+
+    shutil.copy(media_dir / "coffee_still.mp4", media / "later.mp4")
+    with open(media / "a.mp4", "ab") as f:
+        f.write(b"\0")
+    r = mf.reconcile(path, media, budget_s=0.0)                                 # no time to hash: next session
+    assert r.added == ["later.mp4"] and r.deferred == ["a.mp4"]
+
+
+def test_a_version_1_manifest_is_adopted_without_redoing_its_work(tmp_path, media_dir):
+    import json
+    import shutil
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(media_dir / "coffee_still.mp4", media / "a.mp4")
+    m = mf.build_manifest([media / "a.mp4"], job="probe", chunk_s=10, relative_to=media)
+    for it in m.items:
+        it.status, it.source_size, it.source_mtime = "done", None, None
+    data = m.to_json()
+    data["format_version"] = 1
+    for it in data["items"]:
+        for k in ("source_size", "source_mtime", "source_hash", "note"):
+            it.pop(k)
+    (tmp_path / "m.json").write_text(json.dumps(data))
+    r = mf.reconcile(tmp_path / "m.json", media)
+    assert r.changed == [] and r.hashed == 0
+    back = Manifest.load(tmp_path / "m.json")
+    assert all(it.status == "done" and it.source_size for it in back.items)

@@ -36,14 +36,17 @@ def _manifest(args: argparse.Namespace) -> int:
     def skipped(source: str, error: Exception) -> None:
         print(f"skipped: {error}", file=sys.stderr)
 
+    def unreadable(source: str, error: Exception) -> None:
+        print(f"unreadable (recorded as failed): {error}", file=sys.stderr)
+
     if args.action in ("build", "build-from"):
         out = Path(args.out)
         if out.exists() and not args.force:
             raise ValueError(f"{out}: exists; pass --force to replace it (done items would be lost)")
     if args.action == "build":
         m = mf.build_manifest(args.media, job=args.job, chunk_s=args.chunk_s, max_attempts=args.max_attempts,
-                              relative_to=args.relative_to, on_error=skipped)
-        if not m.items:
+                              relative_to=args.relative_to, on_error=unreadable)
+        if all(it.status == "failed" for it in m.items):
             raise ValueError(f"{out}: not written, no readable media among {len(args.media)} path(s)")
         m.save(out)
         print(f"{out}: {mf.summarize(m).line()}")

@@ -25,14 +25,14 @@ import numpy as np
 from tinytribe._io import atomic_write, atomic_write_bytes, atomic_write_json
 from tinytribe.config import ConfigError, from_dict, to_dict
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2 added the source fingerprint (size, mtime, quick hash), a note, and status "gone"; version 1 still loads
 JOBDEF_VERSION = 1
 FEATURES_VERSION = 2  # 2 added the text stream's timing channels and the words; version 1 is refused (re-extract)
 TEACHER_VERSION = 2  # 2 added `events`, `sample_width_s`, `source_sha256`; version 1 files still load
 STUDY_VERSION = 2  # 2 added time-range splits, `output_names`, stimulus `words` and `media`; version 1 files still load
 CHECKPOINT_VERSION = 2  # 2 added the recipe, its resolved config, extra heads, the teacher and the grad scaler; version 1 still loads
 
-Status = Literal["pending", "running", "done", "failed"]
+Status = Literal["pending", "running", "done", "failed", "gone"]
 MODALITIES = ("text", "audio", "video")
 TEXT_TIMING = ("word_onsets", "speech")  # per-step timing channels of the text stream (feature cache 2)
 TIMING_SCALE = 384 ** -0.5  # the channels' scale in the model input: one word ~ one unit-norm embedding entry
@@ -105,6 +105,10 @@ class ManifestItem:
     output: str | None = None
     output_sha256: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    source_size: int | None = None      # the media file when the item was made: size in bytes,
+    source_mtime: float | None = None   # modification time,
+    source_hash: str | None = None      # and quick hash (sha256 of its size and first and last MiB)
+    note: str | None = None             # why the item last changed state without being worked (source changed, gone)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.start_s) and math.isfinite(self.end_s)) or self.end_s <= self.start_s:
@@ -154,8 +158,9 @@ class Manifest:
     def from_json(cls, data: dict, path: Path | str = "<manifest>") -> "Manifest":
         if data.get("format") not in (None, "tinytribe.manifest"):
             raise FormatError(f"{path}: not a tinytribe manifest (format {data.get('format')!r})")
-        _check_version("manifest", data.get("format_version"), MANIFEST_VERSION, path)
-        return _build(cls, data, path)
+        if data.get("format_version") != 1:   # version 1: the same items without fingerprints
+            _check_version("manifest", data.get("format_version"), MANIFEST_VERSION, path)
+        return _build(cls, {**data, "format_version": MANIFEST_VERSION}, path)
 
     def save(self, path: str | Path) -> Path:
         """Write atomically, keeping the previous version as ``<path>.bak``.

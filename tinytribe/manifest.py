@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tinytribe.formats import FormatError, JobDefinition, Manifest, ManifestItem
@@ -90,32 +90,74 @@ def build_manifest(sources: Iterable[str | Path], *, job: str, chunk_s: float, m
         chunk_s: window length in seconds of stimulus time.
         durations: known durations by source; other sources are probed with PyAV.
         relative_to: store source paths relative to this folder (portable across machines).
-        on_error: called with (source, error) for a source whose duration cannot be read; it is
-            then left out. Without it the error propagates.
+        on_error: called with (source, error) for a source whose duration cannot be read; it then
+            enters the manifest as one ``failed`` item with the reason (the summary, the exit line
+            and ``retry-failed`` see it; fixing the file makes :func:`reconcile` pick it up). Without
+            it the error propagates.
     """
-    from tinytribe.features.decode import probe_media
-
     items: list[ManifestItem] = []
     seen: dict[str, str] = {}
     for src in sorted(str(s) for s in sources):
-        try:
-            duration = (durations or {}).get(src)
-            if duration is None:
-                duration = probe_media(src).duration_s
-        except Exception as e:
-            if on_error is None:
-                raise
-            on_error(src, e)
-            continue
         stem = Path(src).stem
         if stem in seen:
             raise ValueError(f"{src}: same name as {seen[stem]}; item ids would collide (rename one)")
         seen[stem] = src
         stored = os.path.relpath(src, relative_to) if relative_to is not None else src
-        for start, end in chunk_windows(duration, chunk_s):
-            items.append(ManifestItem(id=item_id(src, start), source=stored, start_s=round(start, 3),
-                                      end_s=round(end, 3)))
+        try:
+            items += source_items(src, stored, chunk_s, (durations or {}).get(src))
+        except Exception as e:
+            if on_error is None:
+                raise
+            on_error(src, e)
+            items.append(_unreadable(src, stored, chunk_s, e))
     return Manifest(job=job, chunk_s=chunk_s, items=items, max_attempts=max_attempts, created_by=provenance())
+
+
+def _fingerprint(path: str | Path) -> tuple[int | None, float | None]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return st.st_size, round(st.st_mtime, 6)
+
+
+QUICK_HASH_BYTES = 1 << 20
+
+
+def quick_hash(path: str | Path) -> str | None:
+    """sha256 of a file's size and its first and last MiB: reads 2 MiB whatever the file's size, and
+    tells a re-encoded or replaced media file from one whose modification time alone changed."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            h = hashlib.sha256(str(size).encode())
+            h.update(f.read(QUICK_HASH_BYTES))
+            if size > QUICK_HASH_BYTES:
+                f.seek(max(size - QUICK_HASH_BYTES, QUICK_HASH_BYTES))
+                h.update(f.read(QUICK_HASH_BYTES))
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def source_items(path: str | Path, stored: str, chunk_s: float, duration_s: float | None = None) -> list[ManifestItem]:
+    """The ``pending`` items of one media file (probed for its duration unless given), fingerprinted."""
+    from tinytribe.features.decode import probe_media
+
+    duration = probe_media(path).duration_s if duration_s is None else duration_s
+    size, mtime = _fingerprint(path)
+    digest = quick_hash(path) if size is not None else None
+    return [ManifestItem(id=item_id(path, start), source=stored, start_s=round(start, 3), end_s=round(end, 3),
+                         source_size=size, source_mtime=mtime, source_hash=digest)
+            for start, end in chunk_windows(duration, chunk_s)]
+
+
+def _unreadable(path: str | Path, stored: str, chunk_s: float, error: Exception) -> ManifestItem:
+    size, mtime = _fingerprint(path)
+    return ManifestItem(id=item_id(path, 0.0), source=stored, start_s=0.0, end_s=float(chunk_s), status="failed",
+                        attempts=1, last_error=f"{type(error).__name__}: {error}".splitlines()[0][:500],
+                        source_size=size, source_mtime=mtime, source_hash=quick_hash(path) if size is not None else None,
+                        note="unreadable when the manifest was made")
 
 
 @dataclass(frozen=True)
@@ -369,7 +411,7 @@ def shard(m: Manifest, n: int) -> list[Manifest]:
     return [replace(m, items=b, shard_index=i, shard_count=n) for i, b in enumerate(buckets)]
 
 
-_RANK = {"done": 3, "failed": 2, "running": 1, "pending": 0}
+_RANK = {"done": 4, "gone": 3, "failed": 2, "running": 1, "pending": 0}
 
 
 def _newer(a: ManifestItem, b: ManifestItem) -> ManifestItem:
@@ -414,6 +456,120 @@ def merge_files(out: str | Path, inputs: Iterable[str | Path]) -> Manifest:
 
 
 # --------------------------------------------------------------------------------------------------
+# Reconciling a manifest with its media folder
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Reconciled:
+    """What :func:`reconcile` changed: media ``added``, ``changed`` (their items pending again),
+    ``gone`` (their items marked, not deleted), ``unreadable`` ones, files ``hashed``, and files whose
+    check did not fit in the time budget (``deferred``: checked next session)."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    hashed: int = 0
+    deferred: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        parts = [f"{len(self.added)} new", f"{len(self.changed)} changed", f"{len(self.gone)} gone",
+                 f"{len(self.unreadable)} unreadable"]
+        extra = f"; {len(self.deferred)} left for next session (time budget)" if self.deferred else ""
+        return f"media folder: {', '.join(parts)} ({self.hashed} hashed){extra}"
+
+
+def reconcile(path: str | Path, media_root: str | Path, *, media: Iterable[str | Path] | None = None,
+              durations: dict[str, float] | None = None, budget_s: float = 120.0, clock: Callable[[], float] = time.monotonic) -> Reconciled:
+    """Bring a manifest built from a media folder up to date with the folder, keeping what is done.
+
+    - a new file gets new ``pending`` items (an unreadable one a ``failed`` item with the reason);
+    - a file whose size or modification time differs from its items' fingerprint gets its quick hash
+      (:func:`quick_hash`, 2 MiB read); if that differs its items are rebuilt as ``pending``, attempts
+      cleared, with the reason in ``note``; a file merely touched keeps its items;
+    - a file that vanished marks its items ``gone`` (kept, with their outputs; never claimed); a gone
+      file that comes back is treated as changed.
+
+    Only files whose fingerprint differs are read, within ``budget_s`` seconds (the rest wait for
+    the next session), so a large collection is not re-read every session. Items held by a running
+    worker are left alone.
+
+    Args:
+        path: the manifest; its item sources are paths relative to ``media_root``.
+        media: the media files to reconcile with (default: the folder's media, by suffix).
+        durations: known durations by ``str(file)`` (transcript-only stimuli), as :func:`build_manifest`.
+    """
+    from tinytribe.features.decode import MEDIA_SUFFIXES
+
+    root = Path(media_root)
+    files = sorted(Path(f) for f in media) if media is not None else sorted(
+        f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
+    report = Reconciled()
+    start = clock()
+    with update(path) as m:
+        by_source: dict[str, list[ManifestItem]] = {}
+        for it in m.items:
+            by_source.setdefault(it.source, []).append(it)
+        present = set()
+        ids = {it.id for it in m.items}
+        for f in files:
+            rel = os.path.relpath(f, root)
+            present.add(rel)
+            old = by_source.get(rel)
+            size, mtime = _fingerprint(f)
+            if old and any(it.status == "running" for it in old):
+                continue
+            if old and all(it.source_size is None for it in old):   # a version-1 manifest: adopt the file as it is
+                for it in old:
+                    it.source_size, it.source_mtime = size, mtime
+                continue
+            if old and all(it.status != "gone" and (it.source_size, it.source_mtime) == (size, mtime) for it in old):
+                continue
+            if old and clock() - start > budget_s:
+                report.deferred.append(rel)
+                continue
+            if old:
+                digest = quick_hash(f)
+                report.hashed += 1
+                if {it.source_hash for it in old} == {digest} and all(it.status != "gone" for it in old):
+                    for it in old:   # touched, not changed: the new fingerprint, the same work
+                        it.source_size, it.source_mtime = size, mtime
+                    continue
+            try:
+                fresh = source_items(f, rel, m.chunk_s, (durations or {}).get(str(f)))
+            except Exception as e:   # noqa: BLE001 -- an unreadable file is recorded, not raised
+                fresh = [_unreadable(f, rel, m.chunk_s, e)]
+                report.unreadable.append(rel)
+            if not old:
+                clash = [it.id for it in fresh if it.id in ids]
+                if clash:
+                    raise ValueError(f"{f}: item id {clash[0]} is taken by another source (same file name in "
+                                     f"another folder?); rename one")
+                m.items.extend(fresh)
+                ids.update(it.id for it in fresh)
+                report.added.append(rel)
+                continue
+            why = "came back" if all(it.status == "gone" for it in old) else "changed (size, time and content)"
+            keep = {it.id for it in fresh}
+            for it in fresh:
+                it.note = f"source {why}: redone"
+            m.items = [it for it in m.items if it.source != rel or it.id not in keep]   # replaced by fresh ones
+            for it in old:
+                if it.id not in keep:
+                    it.status, it.note = "gone", f"source {why}: this window no longer exists"
+                    m.items.append(it)
+            m.items.extend(fresh)
+            report.changed.append(rel)
+        for rel, old in by_source.items():
+            if rel not in present and any(it.status not in ("gone", "running") for it in old):
+                for it in old:
+                    if it.status != "running":
+                        it.status, it.note = "gone", "source vanished from the media folder"
+                report.gone.append(rel)
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
 # Summary
 # --------------------------------------------------------------------------------------------------
 
@@ -429,11 +585,13 @@ class Summary:
     hours_done: float
     hours_left: float
     mean_item_s: float | None
+    gone: int = 0
 
     def line(self) -> str:
         speed = f", {self.mean_item_s:.2f} s/item" if self.mean_item_s else ""
+        gone = f", {self.gone} gone (media removed)" if self.gone else ""
         return (f"{self.done}/{self.total} done, {self.pending} pending, {self.running} running, "
-                f"{self.failed} failed; {_hours(self.hours_done)} of media done, {_hours(self.hours_left)} left{speed}")
+                f"{self.failed} failed{gone}; {_hours(self.hours_done)} of media done, {_hours(self.hours_left)} left{speed}")
 
 
 def _hours(h: float) -> str:
@@ -447,7 +605,7 @@ def summarize(m: Manifest) -> Summary:
     secs = [it.timings["seconds"] for it in m.items if it.status == "done" and "seconds" in it.timings]
     return Summary(
         total=len(m.items), done=count["done"], pending=count["pending"], running=count["running"],
-        failed=count["failed"],
+        failed=count["failed"], gone=count["gone"],
         hours_done=sum(it.duration_s for it in m.items if it.status == "done") / 3600,
         hours_left=sum(it.duration_s for it in m.items if it.status in ("pending", "running")) / 3600,
         mean_item_s=sum(secs) / len(secs) if secs else None,
@@ -469,6 +627,6 @@ def load_or_build(path: str | Path, build: Callable[[], Manifest]) -> Manifest:
 __all__ = [
     "Coverage", "FormatError", "Manifest", "ManifestItem", "Summary", "build_from_definition", "build_manifest", "chunk_windows", "claim_next",
     "complete", "fail", "item_id", "load_or_build", "locked", "merge", "merge_files", "release", "release_items",
-    "Heartbeat", "worker_alive", "LEASE_S", "HEARTBEAT_S",
+    "Heartbeat", "worker_alive", "LEASE_S", "HEARTBEAT_S", "Reconciled", "reconcile", "source_items",
     "renew_lease", "retry_failed", "shard", "shard_of", "summarize", "update",
 ]
