@@ -11,6 +11,7 @@ from tinytribe import manifest as mf
 from tinytribe.budget import SessionBudget
 from tinytribe.features.cache import feature_job_work, stitch_done, transcript_durations
 from tinytribe.features.extract import ExtractionConfig, FeatureExtractor, stitch
+from tinytribe.features.words import write_tsv
 from tinytribe.formats import FeatureCache, Manifest
 from tinytribe.runner import run_job
 
@@ -144,3 +145,23 @@ def test_an_empty_transcript_is_refused_or_replaced_by_asr(extractor, media_dir,
     finally:
         extractor.config.empty_transcript = "error"
     assert fc.words_source.startswith("asr") and fc.masks["text"].any() and len(fc.words) > 10
+
+
+def test_an_opt_in_check_flags_a_transcript_of_part_of_the_speech(extractor, media_dir, tmp_path):
+    import warnings
+
+    shutil.copy(media_dir / "north_wind_story.mp3", tmp_path / "story.mp3")
+    heard = extractor.extract(tmp_path / "story.mp3").words   # what speech recognition hears
+    write_tsv(tmp_path / "story.tsv", heard[:3])               # a transcript of its first three words only
+    extractor.config.transcript_check = 0.8
+    try:
+        with pytest.warns(UserWarning, match=r"story.tsv: covers \d+% of the \d+ words speech recognition hears"):
+            partial = extractor.extract(tmp_path / "story.mp3")
+        write_tsv(tmp_path / "story.tsv", heard)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            whole = extractor.extract(tmp_path / "story.mp3")
+    finally:
+        extractor.config.transcript_check = 0.0
+    assert partial.words_source.startswith("transcript") and len(partial.words) == 3
+    assert whole.words_source.startswith("transcript")

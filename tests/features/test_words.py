@@ -171,3 +171,15 @@ def test_impossible_times_are_named(tmp_path):
     backwards.write_text("WEBVTT\n\n00:05.000 --> 00:04.000\nhello\n")
     with pytest.raises(TranscriptError, match="ends before it starts"):
         read_transcript(backwards)
+
+
+def test_transcript_coverage_of_the_speech_heard():
+    from tinytribe.features.words import transcript_coverage
+
+    heard = [Word(w, t, 0.3) for w, t in zip("the north wind and the sun were arguing".split(), range(0, 16, 2))]
+    assert transcript_coverage(heard, heard) == 1.0
+    assert transcript_coverage(heard[:2], heard) == pytest.approx(2 / 8)
+    assert transcript_coverage(heard[:2] + [Word("wnd", 3.0, 0.3)], heard) == pytest.approx(3 / 8), "1 s of slack"
+    assert transcript_coverage([], heard) == 0.0 and transcript_coverage(heard, []) == 1.0
+    long_word = [Word("monologue", 0.0, 20.0)]   # one long interval covers every onset inside it
+    assert transcript_coverage(long_word + [Word("x", 1.0, 0.1)], heard) == 1.0

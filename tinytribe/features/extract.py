@@ -31,7 +31,8 @@ import numpy as np
 from tinytribe._io import sha256_file
 from tinytribe.config import to_dict
 from tinytribe.features.decode import MediaError, iter_audio, probe_media, sample_frames
-from tinytribe.features.words import EmptyTranscriptError, is_transcript, read_transcript, transcript_search
+from tinytribe.features.words import (EmptyTranscriptError, is_transcript, read_transcript, transcript_coverage,
+                                      transcript_search)
 from tinytribe.features.words import stimulus_id as words_stimulus_id
 from tinytribe.formats import MODALITIES, FeatureCache, Word
 from tinytribe.provenance import provenance
@@ -43,8 +44,8 @@ ENCODER_HZ = 50.0
 
 @dataclass
 class ExtractionConfig:
-    """How features are made. Everything here except ``device``, ``video_batch`` and ``empty_transcript`` (what
-    to do with a transcript that holds no words) is part of the cache key."""
+    """How features are made. Everything here except ``device``, ``video_batch``, ``empty_transcript`` (what
+    to do with a transcript that holds no words) and ``transcript_check`` is part of the cache key."""
 
     rate_hz: float = 2.0
     text: str = "minilm"
@@ -59,12 +60,14 @@ class ExtractionConfig:
     carry_max_s: float = 5.0
     asr: bool = True  # transcribe the audio when no transcript is given
     empty_transcript: Literal["error", "asr"] = "error"  # a transcript with no words: refuse it, or warn and transcribe
+    transcript_check: float = 0.0  # > 0: also run ASR beside a transcript and warn when it covers less than this share
     asr_lead_s: float = 30.0  # speech before a chunk transcribed for the context of its first words
     video_batch: int = 32
     device: str = "auto"
 
     def key(self) -> dict:
-        return {k: v for k, v in to_dict(self).items() if k not in ("device", "video_batch", "empty_transcript")}
+        return {k: v for k, v in to_dict(self).items()
+                if k not in ("device", "video_batch", "empty_transcript", "transcript_check")}
 
 
 def _frame_size(backbone, width: int, height: int) -> tuple[int, int]:
@@ -289,11 +292,20 @@ class FeatureExtractor:
             feats["video"], masks["video"] = self._video(media, info, centres)
             used.add("video")
         asr_words: list[Word] = []
-        want_asr = c.asr and words is None
+        check = c.transcript_check > 0 and words is not None   # opt-in: does the transcript cover the speech?
+        want_asr = c.asr and (words is None or check)
         if info is not None and info.has_audio:
             feats["audio"], masks["audio"], asr_words = self._audio(media, start_s, end, n, rate, want_asr=want_asr)
             used.add("audio")
         text_words = words if words is not None else (asr_words if c.asr else [])
+        if check and info is not None and info.has_audio:
+            heard = [w for w in asr_words if start_s <= w.onset < end]
+            cover = transcript_coverage([w for w in words if start_s - 1 <= w.onset < end + 1], heard)
+            if cover < c.transcript_check:
+                warnings.warn(f"{transcript}: covers {cover:.0%} of the {len(heard)} words speech recognition hears in "
+                              f"{media.name} between {start_s:g} and {end:g} s (transcript_check "
+                              f"{c.transcript_check:.0%}): is it the transcript of this recording, and all of it?",
+                              stacklevel=2)
         if text_words:
             feats["text"], masks["text"] = self._text(text_words, start_s, n, rate)
             used.add("text")

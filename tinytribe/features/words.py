@@ -272,3 +272,21 @@ def _probability(w) -> float | None:
 def clean_words(words: list[Word]) -> list[Word]:
     """ASR words sorted by onset, silence marks and empty words dropped."""
     return _clean(words, Path("<asr>"))
+
+
+def transcript_coverage(transcript: list[Word], heard: list[Word], slack_s: float = 1.0) -> float:
+    """The share of the words speech recognition ``heard`` that fall within ``slack_s`` of a word of the
+    ``transcript`` (1.0 when recognition heard nothing): a transcript of part of the speech, or of
+    another recording, covers little of it."""
+    if not heard:
+        return 1.0
+    if not transcript:
+        return 0.0
+    import numpy as np
+
+    spans = sorted((w.onset - slack_s, w.end + slack_s) for w in transcript)
+    starts = np.array([a for a, _ in spans])
+    ends = np.maximum.accumulate(np.array([b for _, b in spans]))   # the furthest end of any span begun so far
+    onsets = np.array([w.onset for w in heard])
+    i = np.searchsorted(starts, onsets, side="right") - 1
+    return float(np.mean((i >= 0) & (ends[np.maximum(i, 0)] >= onsets)))
