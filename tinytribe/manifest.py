@@ -97,18 +97,25 @@ def build_manifest(sources: Iterable[str | Path], *, job: str, chunk_s: float, m
     """
     items: list[ManifestItem] = []
     seen: dict[str, str] = {}
+    unreadable: list[tuple[str, str, Exception]] = []
     for src in sorted(str(s) for s in sources):
-        stem = Path(src).stem
-        if stem in seen:
-            raise ValueError(f"{src}: same name as {seen[stem]}; item ids would collide (rename one)")
-        seen[stem] = src
         stored = os.path.relpath(src, relative_to) if relative_to is not None else src
         try:
-            items += source_items(src, stored, chunk_s, (durations or {}).get(src))
+            made = source_items(src, stored, chunk_s, (durations or {}).get(src))
         except Exception as e:
             if on_error is None:
                 raise
             on_error(src, e)
+            unreadable.append((src, stored, e))
+            continue
+        stem = Path(src).stem
+        if stem in seen:
+            raise ValueError(f"{src}: same name as {seen[stem]}; item ids would collide (rename one)")
+        seen[stem] = src
+        items += made
+    for src, stored, e in unreadable:   # recorded as failed, unless a readable file has its name (a subtitle beside a video)
+        if Path(src).stem not in seen:
+            seen[Path(src).stem] = src
             items.append(_unreadable(src, stored, chunk_s, e))
     return Manifest(job=job, chunk_s=chunk_s, items=items, max_attempts=max_attempts, created_by=provenance())
 

@@ -109,7 +109,9 @@ def test_feature_job_resumes_reuses_and_reextracts(extractor, media_dir, tmp_pat
     report = run_job(path, work, budget=SessionBudget.starting_now(None), progress=False)
     failed = {i: msg for i, msg in report.failed}
     assert set(failed) == {"coffee_still_000000"} and "coffee_still.srt: words run to 60.8 s, past the media" in failed["coffee_still_000000"]
-    assert report.summary.done == report.summary.total - 1  # the rest of the run completed
+    unreadable = {it.source: it.last_error for it in Manifest.load(path).items if it.note}
+    assert set(unreadable) == {"broken.mp4", "empty.wav", "readme.mp3", "zero.mp4"}, "recorded as failed, not left out"
+    assert report.summary.failed == 5 and report.summary.done == report.summary.total - 5  # the rest completed
     stitched = {p.name for p in stitch_done(path, tmp_path / "run")}
     assert stitched == {"astronaut_tour.npz", "north_wind_story.npz"}
     first = (tmp_path / "run" / "chunks" / "astronaut_tour_000000.npz").stat().st_mtime_ns
@@ -165,3 +167,24 @@ def test_an_opt_in_check_flags_a_transcript_of_part_of_the_speech(extractor, med
         extractor.config.transcript_check = 0.0
     assert partial.words_source.startswith("transcript") and len(partial.words) == 3
     assert whole.words_source.startswith("transcript")
+
+
+def test_a_truncated_file_keeps_what_decodes_and_says_where_it_ends(extractor, media_dir, tmp_path):
+    import av
+
+    whole = tmp_path / "faststart.mp4"   # the index at the front, as streaming encoders write it
+    with av.open(str(media_dir / "astronaut_tour.mp4")) as i, av.open(str(whole), "w", options={"movflags": "faststart"}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams if s.type in ("audio", "video")}
+        for pkt in i.demux():
+            if pkt.dts is not None and pkt.stream.index in streams:
+                pkt.stream = streams[pkt.stream.index]
+                o.mux(pkt)
+    cut = tmp_path / "cut.mp4"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])   # a download that stopped half way
+    with pytest.warns(UserWarning, match=r"cut.mp4: audio decoding stopped at \d+\.\d+ s .* truncated or damaged"):
+        fc = extractor.extract(cut)
+    assert fc.n_steps == 48, "the file's own duration"
+    for m in ("audio", "video"):
+        steps = np.flatnonzero(fc.masks[m])
+        assert steps[0] == 0 and 8 <= steps[-1] < 30 and fc.masks[m][:steps[-1]].all(), m   # the first seconds kept

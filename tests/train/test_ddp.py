@@ -39,7 +39,7 @@ def test_two_processes_gradients_equal_one_process_on_the_global_batch(demo_stud
 
     done = _torchrun([str(HERE / "ddp_grads.py"), str(demo_study), str(tmp_path / "ddp.pt"), *map(str, corpus)],
                      subprocess_env)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[:3000] + "\n...\n" + done.stderr[-1500:]
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert ddp["world"] == 2 and ddp["shares"] == [corpus[:2], corpus[2:]], "each process computed its own half"
     whole, _ = gradients(str(demo_study), corpus, str(tmp_path / "one"))
@@ -60,7 +60,7 @@ def test_the_training_loop_runs_under_torchrun(demo_study, tmp_path, subprocess_
     run = tmp_path / "ddp_run"
     done = _torchrun(["-m", "tinytribe.train.phase2", "--study", str(demo_study), "--run-dir", str(run), "--no-progress",
                       *[f"--{o}" for o in TINY], "--loop.max_steps=3"], subprocess_env)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[:3000] + "\n...\n" + done.stderr[-1500:]
     assert done.stdout.count("finished 3 steps") == 1, "only rank 0 reports"
     ck = Checkpoint.load(run / "checkpoints" / "last.pt")
     assert ck.step == 3 and ck.data_position["batches_per_epoch"] == 2

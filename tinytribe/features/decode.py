@@ -6,6 +6,7 @@ an end time, and only the frames that are kept are converted to arrays.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,12 +150,19 @@ def sample_frames(path: str | Path, times_s: np.ndarray, size: tuple[int, int]):
                     return
                 prev = frame
         except av_errors() as e:
-            raise MediaError(f"{path}: video decoding failed ({type(e).__name__}: {e})") from None
+            if prev is None:   # nothing decodes: the file is unreadable
+                raise MediaError(f"{path}: video decoding failed ({type(e).__name__}: {e})") from None
+            warnings.warn(f"{path}: video decoding stopped at {prev.time:.2f} s ({type(e).__name__}); the file is "
+                          f"truncated or damaged there: its video features end at that time", stacklevel=2)
         if prev is not None:
             last = prev.time + (1.0 / float(stream.average_rate) if stream.average_rate else 0.0)
             while i < times_s.size and times_s[i] < last:
                 yield i, prev.to_ndarray(format="rgb24", width=w, height=h)
                 i += 1
+            said = float(stream.duration * stream.time_base) if stream.duration else None
+            if i < times_s.size and said is not None and last < said - 1.0:   # frames ran out before the stream's end
+                warnings.warn(f"{path}: video frames end at {last:.2f} s, the file says {said:.2f} s: it is truncated "
+                              f"or damaged there; its video features end at that time", stacklevel=2)
 
 
 def av_errors() -> tuple[type, ...]:
@@ -211,6 +219,10 @@ def iter_audio(path: str | Path, start_s: float, end_s: float, window_s: float, 
                 if pos is not None and pos >= last:
                     break
         except av.FFmpegError as e:
-            raise MediaError(f"{path}: audio decoding failed ({type(e).__name__}: {e})") from None
+            if pos is None:   # nothing decodes: the file is unreadable
+                raise MediaError(f"{path}: audio decoding failed ({type(e).__name__}: {e})") from None
+            # a truncated or damaged file: keep what decoded, and say where it ends
+            warnings.warn(f"{path}: audio decoding stopped at {pos / sample_rate:.2f} s ({type(e).__name__}); the file "
+                          f"is truncated or damaged there: its audio features end at that time", stacklevel=2)
         if have:
             yield buf_start / sample_rate, np.concatenate(buf)

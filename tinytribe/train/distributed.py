@@ -94,7 +94,10 @@ def barrier(d: Dist) -> None:
 
 
 def teardown(d: Dist) -> None:
+    """Leave the process group together: a process that exits while another is still inside a
+    collective makes gloo abort the other."""
     if d.active and torch.distributed.is_initialized():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
