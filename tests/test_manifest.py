@@ -346,7 +346,7 @@ def test_reconcile_picks_up_new_changed_fixed_and_vanished_media(tmp_path, media
     m = Manifest.load(path)
     assert all(it.status == "done" for it in m.items if it.source == "a.mp4"), "a touched file is not redone"
     assert all(it.status == "pending" for it in m.items if it.source in ("new.mp4", "broken.mp4"))
-    assert {it.note for it in m.items if it.source == "broken.mp4"} == {"source changed (size, time and content): redone"}
+    assert {it.note for it in m.items if it.source == "broken.mp4"} == {"source changed: redone"}
     assert all(it.source_size == os.path.getsize(media / "broken.mp4") for it in m.items if it.source == "broken.mp4")
     assert m.format_version == 2 and all(it.source_hash for it in m.items if it.source == "a.mp4")
 
@@ -388,6 +388,67 @@ def test_a_version_1_manifest_is_adopted_without_redoing_its_work(tmp_path, medi
             it.pop(k)
     (tmp_path / "m.json").write_text(json.dumps(data))
     r = mf.reconcile(tmp_path / "m.json", media)
-    assert r.changed == [] and r.hashed == 0
+    assert r.changed == []
     back = Manifest.load(tmp_path / "m.json")
-    assert all(it.status == "done" and it.source_size for it in back.items)
+    assert all(it.status == "done" and it.source_size and it.source_hash for it in back.items)
+    import os
+
+    st = os.stat(media / "a.mp4")
+    os.utime(media / "a.mp4", (st.st_atime, st.st_mtime + 60))   # Colab copied the folder again
+    assert mf.reconcile(tmp_path / "m.json", media).changed == []
+    assert all(it.status == "done" for it in Manifest.load(tmp_path / "m.json").items)
+
+
+def _cut(src, dst, seconds):
+    """``src``'s first ``seconds`` as ``dst`` (a shorter version of the same recording)."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams if s.type in ("audio", "video")}
+        for pkt in i.demux():
+            if pkt.dts is not None and pkt.stream.index in streams and pkt.pts is not None \
+                    and float(pkt.pts * pkt.time_base) < seconds:
+                pkt.stream = streams[pkt.stream.index]
+                o.mux(pkt)
+
+
+def test_reconcile_survives_shorter_renamed_returning_and_sharded_files(tmp_path, media_dir):
+    import shutil
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(media_dir / "astronaut_tour.mp4", media / "a.mp4")            # 24 s: windows at 0, 5, ..., 20
+    (media / "b.avi").write_bytes(b"not a video" * 100)
+    path = tmp_path / "m.json"
+    mf.build_manifest(sorted(media.iterdir()), job="probe", chunk_s=5, relative_to=media, on_error=lambda s, e: None).save(path)
+    while (it := mf.claim_next(path, worker="W")) is not None:
+        mf.complete(path, it.id, worker="W")
+    # a shorter a.mp4, and b.avi fixed by converting it to b.mp4
+    _cut(media_dir / "astronaut_tour.mp4", media / "a.mp4", 12.0)
+    (media / "b.avi").unlink()
+    shutil.copy(media_dir / "coffee_still.mp4", media / "b.mp4")
+    r = mf.reconcile(path, media)
+    m = Manifest.load(path)   # loads: no duplicate ids
+    assert r.changed == ["a.mp4"] and r.added == ["b.mp4"] and r.gone == ["b.avi"] and not r.collisions
+    a = {it.id: it for it in m.items if it.source == "a.mp4"}
+    assert {i for i, it in a.items() if it.status == "pending"} == {"a_000000", "a_000005", "a_000010"}
+    assert {i for i, it in a.items() if it.status == "gone"} == {"a_000015", "a_000020"}
+    assert all(it.source != "b.avi" or it.id != "b_000000" for it in m.items), "b.mp4 took over b.avi's id"
+
+    # a file that leaves and comes back unchanged keeps its finished work
+    while (it := mf.claim_next(path, worker="W")) is not None:
+        mf.complete(path, it.id, worker="W")
+    shutil.move(media / "b.mp4", tmp_path / "b.mp4")
+    assert mf.reconcile(path, media).gone == ["b.mp4"]
+    shutil.move(tmp_path / "b.mp4", media / "b.mp4")
+    mf.reconcile(path, media)
+    assert all(it.status == "done" for it in Manifest.load(path).items if it.source == "b.mp4")
+
+    # a shard adds only its own share of a new file's items
+    shards = mf.shard(Manifest.load(path), 2)
+    shards[0].save(tmp_path / "s0.json")
+    shutil.copy(media_dir / "coffee_still.mp4", media / "c.mp4")
+    mf.reconcile(tmp_path / "s0.json", media)
+    c = [it for it in Manifest.load(tmp_path / "s0.json").items if it.source == "c.mp4"]
+    every = mf.source_items(media / "c.mp4", "c.mp4", 5)
+    assert {it.id for it in c} == {it.id for it in every if mf.shard_of(it.id, 2) == 0}

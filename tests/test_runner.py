@@ -169,3 +169,41 @@ def test_an_unreadable_file_fails_at_once_instead_of_three_times(tmp_path):
     it = Manifest.load(path).item("v1_000000")
     assert it.status == "failed" and it.attempts == 1 and "no decodable" in it.last_error
     assert r.summary.failed == 1 and r.summary.done == 1
+
+
+def test_a_renewal_that_fails_once_loses_nothing_and_a_taken_item_is_not_recorded_twice(tmp_path, monkeypatch):
+    import time
+
+    from tinytribe import manifest as mf
+
+    path = make(tmp_path, n=2)
+    real = mf.renew_lease
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mf, "renew_lease", flaky)
+
+    def slow(item):
+        time.sleep(0.35)
+        return None
+
+    r = run_job(path, slow, budget=SessionBudget.starting_now(None), lease_s=1.0, heartbeat_s=0.1, progress=False)
+    assert r.summary.done == 2 and not r.failed, "a passing fault in one renewal threw finished work away"
+
+    path2 = make(tmp_path / "b", n=1)
+
+    def taken(item):   # meanwhile, another worker was handed the item
+        mf.release_items(path2, stale=False, worker=mf.default_worker())
+        mf.claim_next(path2, worker="other", lease_s=60)
+        return None
+
+    r = run_job(path2, taken, budget=SessionBudget.starting_now(None), progress=False)
+    assert r.processed == [] and r.failed and "lost its lease" in r.failed[0][1]
+    assert Manifest.load(path2).items[0].worker == "other", "the other worker's hold is untouched"
+    with pytest.raises(ValueError, match="heartbeat .* more often than the lease"):
+        run_job(path2, taken, budget=SessionBudget.starting_now(None), lease_s=30, heartbeat_s=60, progress=False)

@@ -233,3 +233,18 @@ def test_a_heartbeat_holds_the_lock_and_a_crashed_session_frees_it_within_one_le
     b.acquire()
     with pytest.raises(ValueError, match="more often than the lease"):
         RunSync(remote, tmp_path / "d", lease_s=1.0, heartbeat_s=2.0)
+
+
+def test_a_second_session_in_the_same_kernel_takes_over_its_own_lock(tmp_path):
+    remote = FolderRemote(tmp_path / "r")
+    first = RunSync(remote, tmp_path / "a", lease_s=5.0, heartbeat_s=0.1)   # a cell failed before finish()
+    first.acquire()
+    again = RunSync(remote, tmp_path / "a", lease_s=5.0, heartbeat_s=0.1)   # "Run all" again in that kernel
+    again.acquire()
+    time.sleep(0.3)
+    assert first.heartbeat_error and "no longer holds" in first.heartbeat_error, "the old beat stops"
+    other = RunSync(remote, tmp_path / "b", owner="colab-ben", lease_s=5.0)
+    with pytest.raises(SyncLockedError, match="held by"):
+        other.acquire()
+    again.release()
+    first.release()

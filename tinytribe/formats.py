@@ -109,6 +109,7 @@ class ManifestItem:
     source_mtime: float | None = None   # modification time,
     source_hash: str | None = None      # and quick hash (sha256 of its size and first and last MiB)
     note: str | None = None             # why the item last changed state without being worked (source changed, gone)
+    was: str | None = None              # a gone item's status before it went (restored if its file comes back unchanged)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.start_s) and math.isfinite(self.end_s)) or self.end_s <= self.start_s:

@@ -357,7 +357,8 @@ class Heartbeat:
         with Heartbeat(path, item.id, worker=w, lease_s=600, every_s=60):
             work(item)
 
-    A renewal that fails (the item was taken from this worker) is kept in ``error`` and stops the beat.
+    A renewal that finds the item taken from this worker stops the beat (``error`` says so); other
+    failures (a full disk, a slow mount) are kept in ``error`` and the next beat tries again.
     """
 
     def __init__(self, path: str | Path, item_id: str, *, worker: str, lease_s: float = LEASE_S,
@@ -376,9 +377,11 @@ class Heartbeat:
             try:
                 renew_lease(self.path, self.item_id, worker=self.worker, lease_s=self.lease_s)
                 self.beats += 1
-            except Exception as e:   # noqa: BLE001 -- reported through .error, the work goes on
+            except RuntimeError as e:   # the item is not held by this worker any more: stop beating
                 self.error = f"{type(e).__name__}: {e}"
                 return
+            except Exception as e:   # noqa: BLE001 -- a passing fault (a full disk, a slow mount): beat again
+                self.error = f"{type(e).__name__}: {e} (retrying)"
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
@@ -469,8 +472,9 @@ def merge_files(out: str | Path, inputs: Iterable[str | Path]) -> Manifest:
 @dataclass
 class Reconciled:
     """What :func:`reconcile` changed: media ``added``, ``changed`` (their items pending again),
-    ``gone`` (their items marked, not deleted), ``unreadable`` ones, files ``hashed``, and files whose
-    check did not fit in the time budget (``deferred``: checked next session)."""
+    ``gone`` (their items marked, not deleted), ``unreadable`` ones, files ``hashed``, files whose
+    check did not fit in the time budget (``deferred``: checked next session), and files left out
+    because another file's live items have their ids (``collisions``, with the reason)."""
 
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
@@ -478,11 +482,13 @@ class Reconciled:
     unreadable: list[str] = field(default_factory=list)
     hashed: int = 0
     deferred: list[str] = field(default_factory=list)
+    collisions: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         parts = [f"{len(self.added)} new", f"{len(self.changed)} changed", f"{len(self.gone)} gone",
                  f"{len(self.unreadable)} unreadable"]
         extra = f"; {len(self.deferred)} left for next session (time budget)" if self.deferred else ""
+        extra += "".join(f"; not added: {c}" for c in self.collisions)
         return f"media folder: {', '.join(parts)} ({self.hashed} hashed){extra}"
 
 
@@ -494,8 +500,10 @@ def reconcile(path: str | Path, media_root: str | Path, *, media: Iterable[str |
     - a file whose size or modification time differs from its items' fingerprint gets its quick hash
       (:func:`quick_hash`, 2 MiB read); if that differs its items are rebuilt as ``pending``, attempts
       cleared, with the reason in ``note``; a file merely touched keeps its items;
-    - a file that vanished marks its items ``gone`` (kept, with their outputs; never claimed); a gone
-      file that comes back is treated as changed.
+    - a file that vanished marks its items ``gone`` (kept, with their outputs and former status;
+      never claimed); if it comes back unchanged they get their status back, changed they are redone;
+      a new file may take over the ids of gone or unreadable items (``a.avi`` converted to ``a.mp4``);
+    - in a shard, only the shard's own share of a file's items is added.
 
     Only files whose fingerprint differs are read, within ``budget_s`` seconds (the rest wait for
     the next session), so a large collection is not re-read every session. Items held by a running
@@ -517,18 +525,32 @@ def reconcile(path: str | Path, media_root: str | Path, *, media: Iterable[str |
         by_source: dict[str, list[ManifestItem]] = {}
         for it in m.items:
             by_source.setdefault(it.source, []).append(it)
-        present = set()
-        ids = {it.id for it in m.items}
-        for f in files:
-            rel = os.path.relpath(f, root)
-            present.add(rel)
+        present = {os.path.relpath(f, root): f for f in files}
+
+        def mine(items: list[ManifestItem]) -> list[ManifestItem]:   # a shard keeps its own share of a file's items
+            return [it for it in items if m.shard_count == 1 or shard_of(it.id, m.shard_count) == m.shard_index]
+
+        def gone(it: ManifestItem, why: str) -> None:
+            if it.status != "gone":
+                it.was, it.status = it.status, "gone"
+            it.note, it.worker, it.lease_until = why, None, None
+
+        for rel, old in by_source.items():   # vanished first: their ids are free for a file that replaces them
+            if rel not in present and any(it.status not in ("gone", "running") for it in old):
+                for it in old:
+                    if it.status != "running":
+                        gone(it, "source vanished from the media folder")
+                report.gone.append(rel)
+        for rel, f in present.items():
             old = by_source.get(rel)
             size, mtime = _fingerprint(f)
             if old and any(it.status == "running" for it in old):
                 continue
             if old and all(it.source_size is None for it in old):   # a version-1 manifest: adopt the file as it is
+                digest = quick_hash(f)
+                report.hashed += 1
                 for it in old:
-                    it.source_size, it.source_mtime = size, mtime
+                    it.source_size, it.source_mtime, it.source_hash = size, mtime, digest
                 continue
             if old and all(it.status != "gone" and (it.source_size, it.source_mtime) == (size, mtime) for it in old):
                 continue
@@ -538,41 +560,34 @@ def reconcile(path: str | Path, media_root: str | Path, *, media: Iterable[str |
             if old:
                 digest = quick_hash(f)
                 report.hashed += 1
-                if {it.source_hash for it in old} == {digest} and all(it.status != "gone" for it in old):
-                    for it in old:   # touched, not changed: the new fingerprint, the same work
+                if {it.source_hash for it in old} == {digest}:   # touched, or back unchanged: the same work
+                    for it in old:
                         it.source_size, it.source_mtime = size, mtime
+                        if it.status == "gone":
+                            it.status, it.was, it.note = it.was or "pending", None, "source came back unchanged"
                     continue
             try:
-                fresh = source_items(f, rel, m.chunk_s, (durations or {}).get(str(f)))
+                fresh = mine(source_items(f, rel, m.chunk_s, (durations or {}).get(str(f))))
             except Exception as e:   # noqa: BLE001 -- an unreadable file is recorded, not raised
-                fresh = [_unreadable(f, rel, m.chunk_s, e)]
+                fresh = mine([_unreadable(f, rel, m.chunk_s, e)])
                 report.unreadable.append(rel)
-            if not old:
-                clash = [it.id for it in fresh if it.id in ids]
-                if clash:
-                    raise ValueError(f"{f}: item id {clash[0]} is taken by another source (same file name in "
-                                     f"another folder?); rename one")
-                m.items.extend(fresh)
-                ids.update(it.id for it in fresh)
-                report.added.append(rel)
+            why = "came back changed" if old and all(it.status == "gone" for it in old) else "changed"
+            taken = {it.id: it for it in m.items if it.source != rel}
+            clash = [i for i in (it.id for it in fresh) if i in taken and taken[i].status != "gone"
+                     and not (taken[i].note or "").startswith("unreadable")]
+            if clash:   # a live item of another file has this id (the same name in another folder)
+                report.collisions.append(f"{rel}: item id {clash[0]} is {taken[clash[0]].source}'s; rename one")
                 continue
-            why = "came back" if all(it.status == "gone" for it in old) else "changed (size, time and content)"
-            keep = {it.id for it in fresh}
-            for it in fresh:
-                it.note = f"source {why}: redone"
-            m.items = [it for it in m.items if it.source != rel or it.id not in keep]   # replaced by fresh ones
-            for it in old:
-                if it.id not in keep:
-                    it.status, it.note = "gone", f"source {why}: this window no longer exists"
+            fresh_ids = {it.id for it in fresh}
+            m.items = [it for it in m.items if it.source != rel and it.id not in fresh_ids]   # replaced, taken over
+            for it in old or []:
+                if it.id not in fresh_ids:
+                    gone(it, f"source {why}: this window no longer exists")
                     m.items.append(it)
+            for it in fresh:
+                it.note = f"source {why}: redone" if old else it.note
             m.items.extend(fresh)
-            report.changed.append(rel)
-        for rel, old in by_source.items():
-            if rel not in present and any(it.status not in ("gone", "running") for it in old):
-                for it in old:
-                    if it.status != "running":
-                        it.status, it.note = "gone", "source vanished from the media folder"
-                report.gone.append(rel)
+            (report.changed if old else report.added).append(rel)
     return report
 
 

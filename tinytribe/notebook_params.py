@@ -28,12 +28,13 @@ class P:
 
     types: tuple
     choices: tuple | None = None
+    above: float | None = None   # numbers must be greater than this
 
 
 STR, OPT_STR, FLOAT, OPT_FLOAT, INT, OPT_INT, BOOL = (P((str,)), P((str, None)), P((float,)), P((float, None)),
                                                      P((int,)), P((int, None)), P((bool,)))
 SESSION = {"session_limit_s": OPT_FLOAT, "reserve_s": FLOAT, "account": STR, "sync_remote": OPT_STR,
-           "force_lock": BOOL, "lease_s": FLOAT, "tinytribe_source": OPT_STR}
+           "force_lock": BOOL, "lease_s": P((float,), above=0.0), "tinytribe_source": OPT_STR}
 DETRENDS = (None, "linear", "polynomial", "cosine")
 
 SCHEMAS: dict[str, dict[str, P]] = {
@@ -59,6 +60,9 @@ SCHEMAS: dict[str, dict[str, P]] = {
 
 # names a Jupyter kernel defines by itself
 _KERNEL = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+# per notebook, the names its namespace held when it was first checked in this kernel: on a second
+# "Run all" in the same kernel, names that appeared after that check are the notebook's own variables
+_FIRST: dict[str, set[str]] = {}
 
 
 def _type_ok(value: Any, types: tuple) -> bool:
@@ -93,7 +97,8 @@ def check_parameters(notebook: str, namespace: dict[str, Any]) -> None:
     schema = SCHEMAS[notebook]
     given = {k: v for k, v in namespace.items() if not k.startswith("_") and k not in _KERNEL
              and not callable(v) and type(v).__name__ != "module"}
-    unknown = sorted(set(given) - set(schema))
+    first = _FIRST.setdefault(notebook, set(namespace))
+    unknown = sorted(k for k in set(given) - set(schema) if k in first)
     if unknown:
         near = difflib.get_close_matches(unknown[0], schema, n=1)
         raise ConfigError(f"{notebook}: unknown parameter {unknown[0]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
@@ -104,6 +109,8 @@ def check_parameters(notebook: str, namespace: dict[str, Any]) -> None:
         value = namespace[name]
         if not _type_ok(value, spec.types):
             raise ConfigError(f"{notebook}: parameter {name} must be {_type_names(spec.types)}, got {value!r}")
+        if spec.above is not None and value is not None and not value > spec.above:
+            raise ConfigError(f"{notebook}: parameter {name} must be > {spec.above:g}, got {value!r}")
         if spec.choices is not None and value not in spec.choices:
             raise ConfigError(f"{notebook}: parameter {name} is {value!r}; choose from "
                               f"{', '.join(repr(c) for c in spec.choices)}")

@@ -7,6 +7,7 @@ valid, the item in flight is finished or given back, and the caller syncs and ex
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -71,6 +72,8 @@ def run_job(manifest_path: str | Path, work: Callable[[ManifestItem], Path | Non
     from tqdm import tqdm  # the text bar: papermill, Kaggle logs and terminals all show it
 
     manifest_path = Path(manifest_path)
+    if not 0 < heartbeat_s < lease_s:   # a bad setting fails once, here, not every item
+        raise ValueError(f"the heartbeat ({heartbeat_s} s) must come more often than the lease ({lease_s} s) runs out")
     worker = worker or mf.default_worker()
     report = RunReport()
     start = mf.summarize(Manifest.load(manifest_path))
@@ -85,20 +88,20 @@ def run_job(manifest_path: str | Path, work: Callable[[ManifestItem], Path | Non
                 break
             t0 = budget.clock()
             try:
-                with mf.Heartbeat(manifest_path, item.id, worker=worker, lease_s=lease_s, every_s=heartbeat_s) as beat:
+                with mf.Heartbeat(manifest_path, item.id, worker=worker, lease_s=lease_s, every_s=heartbeat_s):
                     out = work(item)
-                if beat.error:   # another worker took the item (this one was thought dead): its result is not ours to record
-                    bar.write(f"lost {item.id}: {beat.error}")
-                    report.failed.append((item.id, f"lost its lease: {beat.error}"))
-                    continue
             except KeyboardInterrupt:
-                mf.release(manifest_path, item.id, worker=worker)
+                with contextlib.suppress(RuntimeError):   # not ours any more: nothing to give back
+                    mf.release(manifest_path, item.id, worker=worker)
                 raise
             except Exception as e:
                 seconds = budget.clock() - t0
                 budget.record_item(seconds)
                 msg = f"{type(e).__name__}: {e}"
-                mf.fail(manifest_path, item.id, worker=worker, error=msg, permanent=isinstance(e, _permanent()))
+                try:
+                    mf.fail(manifest_path, item.id, worker=worker, error=msg, permanent=isinstance(e, _permanent()))
+                except RuntimeError as lost:   # another worker holds it now (this one was thought dead)
+                    msg = f"lost its lease: {lost}"
                 report.failed.append((item.id, msg))
                 bar.write(f"failed {item.id}: {msg.splitlines()[0]}")
             else:
@@ -112,10 +115,15 @@ def run_job(manifest_path: str | Path, work: Callable[[ManifestItem], Path | Non
                         stored = os.path.relpath(out, manifest_path.parent)
                     except ValueError:  # another drive on Windows
                         stored = str(out)
-                mf.complete(manifest_path, item.id, worker=worker, output=stored, output_sha256=digest,
-                            seconds=seconds)
-                report.processed.append(item.id)
-                bar.update(1)
+                try:
+                    mf.complete(manifest_path, item.id, worker=worker, output=stored, output_sha256=digest,
+                                seconds=seconds)
+                except RuntimeError as lost:   # taken by another worker meanwhile: its result will be recorded
+                    bar.write(f"lost {item.id}: {lost}")
+                    report.failed.append((item.id, f"lost its lease: {lost}"))
+                else:
+                    report.processed.append(item.id)
+                    bar.update(1)
             if after_item is not None:
                 after_item(item)
     finally:

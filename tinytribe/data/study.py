@@ -169,7 +169,7 @@ def _load_npy(path: Path) -> np.ndarray:
         with open(path, "rb") as f:
             head = f.read(6)
     except OSError as e:
-        raise StudyError(f"{path}: unreadable ({e.strerror})") from None
+        raise StudyError(f"{path}: unreadable ({e.strerror or e})") from None
     if head != b"\x93NUMPY":
         raise StudyError(f"{path}: not a NumPy .npy array (it starts with {head!r}; write it with numpy.save)")
     try:

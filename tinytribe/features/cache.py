@@ -98,7 +98,8 @@ def stitch_done(manifest_path: str | Path, out_dir: str | Path) -> list[Path]:
         by_source.setdefault(it.source, []).append(it)
     written = []
     for source, items in sorted(by_source.items()):
-        if not all(it.status == "done" for it in items):
+        items = [it for it in items if it.status != "gone"]   # windows of an older version of the file, or of a removed one
+        if not items or not all(it.status == "done" for it in items):
             continue
         dest = out_dir / f"{stimulus_id(source)}.npz"
         try:

@@ -174,7 +174,9 @@ class RunSync:
         """Take the run folder's lock, or raise :class:`SyncLockedError` naming the live holder."""
         lock = self._read_json(LOCK_KEY)
         now = self.clock()
-        if lock and lock["owner"] != self.owner and lock["lease_until"] > now and not force:
+        this_process = f"{socket.gethostname()}:{os.getpid()}:"
+        mine = lock and lock["owner"].startswith(this_process) and self.owner.startswith(this_process)
+        if lock and lock["owner"] != self.owner and lock["lease_until"] > now and not force and not mine:
             until = dt.datetime.fromtimestamp(lock["lease_until"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             raise SyncLockedError(f"{self.remote.description}: the run folder is held by {lock['owner']} until {until}; "
                                   f"another session is writing it (if that session is dead, wait or use force=True)")
@@ -191,9 +193,11 @@ class RunSync:
                 while not stop.wait(self.heartbeat_s):
                     try:
                         self.renew()
-                    except Exception as e:   # noqa: BLE001 -- kept for the session to report; the next push fails loudly
-                        self.heartbeat_error = f"{type(e).__name__}: {e}"
+                    except SyncLockedError as e:   # another session holds the folder now: stop; the next push says so
+                        self.heartbeat_error = str(e)
                         return
+                    except Exception as e:   # noqa: BLE001 -- the remote is slow or down: try again next beat
+                        self.heartbeat_error = f"{type(e).__name__}: {e} (retrying)"
 
             thread = threading.Thread(target=beat, name="sync-lock-heartbeat", daemon=True)
             thread.start()

@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sync_remote and d.main:   # before setup, so that a run kept on the remote resumes
         from tinytribe.sync import RunSync, open_remote
 
-        sync = RunSync(open_remote(args.sync_remote), args.run_dir)
+        sync = RunSync(open_remote(args.sync_remote), args.run_dir, lease_s=600.0, heartbeat_s=60.0)
         sync.acquire()
         print(sync.restore().line("restored"))
     dist.barrier(d)
