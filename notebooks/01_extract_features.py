@@ -37,6 +37,8 @@ run_dir = "runs/features"  # manifest, chunk caches, stitched features
 chunk_s = 60.0  # seconds of stimulus per manifest item (a multiple of 0.5 s)
 video_backbone = "efficientnet-lite0"  # or "mobilevit-s" with video_model set to its weights
 video_model = None  # weights for the video backbone; None: the offline copy
+empty_transcript = "error"  # a transcript with no words: "error" (its item fails, saying why) or "asr" (warn, transcribe)
+transcript_check = 0.0  # above 0: also run ASR beside transcripts, warn when one covers less of its speech than this
 device = "auto"  # "cpu", "cuda" or "auto"
 session_limit_s = None  # None: this platform's session limit; a number: seconds for the loop
 reserve_s = 0.0
@@ -114,7 +116,8 @@ print(f"{manifest_path}: {mf.summarize(manifest).line()}")
 # ## Extraction, budgeted and resumable
 
 # %%
-extractor = FeatureExtractor(ExtractionConfig(video=video_backbone, video_model=video_model, device=device))
+extractor = FeatureExtractor(ExtractionConfig(video=video_backbone, video_model=video_model, device=device,
+                                               empty_transcript=empty_transcript, transcript_check=transcript_check))
 stale = reopen_stale(manifest_path, media_root, extractor)  # an old cache format, a corrected transcript, ...
 if stale:
     print(f"{len(stale)} finished chunks are out of date and will be extracted again: {', '.join(stale[:5])}"

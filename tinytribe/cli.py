@@ -179,6 +179,7 @@ def _teacher(args: argparse.Namespace) -> int:
 
 
 def _notebooks(args: argparse.Namespace) -> int:
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     params = dict(_parse_param(p) for p in args.param)
@@ -190,6 +191,11 @@ def _notebooks(args: argparse.Namespace) -> int:
             why = str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ""
             print(f"tinytribe: error: notebook {name} failed in cell {e.exec_count}: {e.ename}: {why} "
                   f"(traceback in {Path(args.out) / f'{name}.ipynb'})", file=sys.stderr)
+            return 2
+        except (DeadKernelError, CellTimeoutError) as e:   # killed for memory, or a cell past the time limit
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"tinytribe: error: notebook {name} stopped: {type(e).__name__}: {why} "
+                  f"(the executed copy is {Path(args.out) / f'{name}.ipynb'})", file=sys.stderr)
             return 2
         print(f"executed {name} -> {out}")
     return 0

@@ -80,7 +80,7 @@ def chunk_windows(duration_s: float, chunk_s: float, min_last_s: float = 1.0) ->
 
 
 def build_manifest(sources: Iterable[str | Path], *, job: str, chunk_s: float, max_attempts: int = 3,
-                   durations: dict[str, float] | None = None, relative_to: str | Path | None = None,
+                   durations: dict[str, float | Exception] | None = None, relative_to: str | Path | None = None,
                    on_error: Callable[[str, Exception], None] | None = None) -> Manifest:
     """A manifest with one ``pending`` item per ``chunk_s`` window of each source.
 
@@ -147,10 +147,14 @@ def quick_hash(path: str | Path) -> str | None:
     return h.hexdigest()
 
 
-def source_items(path: str | Path, stored: str, chunk_s: float, duration_s: float | None = None) -> list[ManifestItem]:
-    """The ``pending`` items of one media file (probed for its duration unless given), fingerprinted."""
+def source_items(path: str | Path, stored: str, chunk_s: float, duration_s: float | Exception | None = None
+                 ) -> list[ManifestItem]:
+    """The ``pending`` items of one media file (probed for its duration unless given; a given exception
+    -- a transcript that cannot be read -- is raised), fingerprinted."""
     from tinytribe.features.decode import probe_media
 
+    if isinstance(duration_s, Exception):
+        raise duration_s
     duration = probe_media(path).duration_s if duration_s is None else duration_s
     size, mtime = _fingerprint(path)
     digest = quick_hash(path) if size is not None else None
@@ -493,7 +497,8 @@ class Reconciled:
 
 
 def reconcile(path: str | Path, media_root: str | Path, *, media: Iterable[str | Path] | None = None,
-              durations: dict[str, float] | None = None, budget_s: float = 120.0, clock: Callable[[], float] = time.monotonic) -> Reconciled:
+              durations: dict[str, float | Exception] | None = None, budget_s: float = 120.0,
+              clock: Callable[[], float] = time.monotonic) -> Reconciled:
     """Bring a manifest built from a media folder up to date with the folder, keeping what is done.
 
     - a new file gets new ``pending`` items (an unreadable one a ``failed`` item with the reason);

@@ -44,6 +44,7 @@ SCHEMAS: dict[str, dict[str, P]] = {
                           "sync_every_s": FLOAT, **SESSION},
     "01_extract_features": {"media_dir": OPT_STR, "run_dir": STR, "chunk_s": FLOAT,
                             "video_backbone": P((str,), ("efficientnet-lite0", "mobilevit-s")), "video_model": OPT_STR,
+                            "empty_transcript": P((str,), ("error", "asr")), "transcript_check": FLOAT,
                             "device": STR, "sync_every_s": FLOAT, **SESSION},
     "02_teacher_inference": {"media_dir": OPT_STR, "run_dir": STR, "teacher": STR, "teacher_options": P((dict,)),
                              "checkpoint": STR, "device": STR, "space": P((str,), tuple(SPACES)), "chunk_s": FLOAT,

@@ -188,3 +188,16 @@ def test_a_truncated_file_keeps_what_decodes_and_says_where_it_ends(extractor, m
     for m in ("audio", "video"):
         steps = np.flatnonzero(fc.masks[m])
         assert steps[0] == 0 and 8 <= steps[-1] < 30 and fc.masks[m][:steps[-1]].all(), m   # the first seconds kept
+
+
+def test_a_bad_transcript_only_stimulus_fails_its_item_not_the_job(tmp_path):
+    from tinytribe.features.cache import transcript_durations
+
+    good, bad = tmp_path / "good.tsv", tmp_path / "bad.tsv"
+    good.write_text("word\tonset\tduration\nonce\t0.5\t0.3\n")
+    bad.write_bytes("word\tonset\tduration\ncaf\u00e9\t0.5\t0.3\n".encode("latin-1"))
+    durations = transcript_durations([good, bad])
+    m = mf.build_manifest([good, bad], job="features", chunk_s=10, durations=durations, on_error=lambda s, e: None)
+    by = {it.source.rsplit("/", 1)[-1]: it for it in m.items}
+    assert by["good.tsv"].status == "pending"
+    assert by["bad.tsv"].status == "failed" and "bad.tsv: not UTF-8: byte 0xe9" in by["bad.tsv"].last_error

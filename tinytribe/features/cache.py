@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tinytribe import manifest as mf
 from tinytribe.features.extract import FeatureExtractor, stitch
-from tinytribe.features.words import WORDS_SUFFIX, is_transcript, read_transcript, stimulus_id, write_tsv
+from tinytribe.features.words import (WORDS_SUFFIX, TranscriptError, is_transcript, read_transcript, stimulus_id,
+                                      write_tsv)
 from tinytribe.formats import FeatureCache, FormatError, Manifest, ManifestItem
 
 
@@ -59,11 +60,17 @@ def reopen_stale(manifest_path: str | Path, media_root: str | Path, extractor: F
     return stale
 
 
-def transcript_durations(paths: list[Path]) -> dict[str, float]:
-    """Durations of transcript-only stimuli: the end of their last word."""
-    out = {}
+def transcript_durations(paths: list[Path]) -> dict[str, float | Exception]:
+    """Durations of transcript-only stimuli: the end of their last word -- or, for a transcript that
+    cannot be read, its error, which ``build_manifest`` and ``reconcile`` record as the item's failure
+    (one bad transcript never stops the job)."""
+    out: dict[str, float | Exception] = {}
     for p in paths:
-        words = read_transcript(p)
+        try:
+            words = read_transcript(p)
+        except TranscriptError as e:
+            out[str(p)] = e
+            continue
         out[str(p)] = max((w.end for w in words), default=0.0)
     return out
 

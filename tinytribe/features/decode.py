@@ -152,6 +152,10 @@ def sample_frames(path: str | Path, times_s: np.ndarray, size: tuple[int, int]):
         except av_errors() as e:
             if prev is None:   # nothing decodes: the file is unreadable
                 raise MediaError(f"{path}: video decoding failed ({type(e).__name__}: {e})") from None
+            import av
+
+            if not isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):   # a read error (a mount): try again later
+                raise OSError(f"{path}: video decoding failed at {prev.time:.2f} s ({type(e).__name__}: {e})") from None
             warnings.warn(f"{path}: video decoding stopped at {prev.time:.2f} s ({type(e).__name__}); the file is "
                           f"truncated or damaged there: its video features end at that time", stacklevel=2)
         if prev is not None:
@@ -221,6 +225,8 @@ def iter_audio(path: str | Path, start_s: float, end_s: float, window_s: float, 
         except av.FFmpegError as e:
             if pos is None:   # nothing decodes: the file is unreadable
                 raise MediaError(f"{path}: audio decoding failed ({type(e).__name__}: {e})") from None
+            if not isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):   # a read error (a mount): try again later
+                raise OSError(f"{path}: audio decoding failed at {pos / sample_rate:.2f} s ({type(e).__name__}: {e})") from None
             # a truncated or damaged file: keep what decoded, and say where it ends
             warnings.warn(f"{path}: audio decoding stopped at {pos / sample_rate:.2f} s ({type(e).__name__}); the file "
                           f"is truncated or damaged there: its audio features end at that time", stacklevel=2)
