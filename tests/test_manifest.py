@@ -452,3 +452,27 @@ def test_reconcile_survives_shorter_renamed_returning_and_sharded_files(tmp_path
     c = [it for it in Manifest.load(tmp_path / "s0.json").items if it.source == "c.mp4"]
     every = mf.source_items(media / "c.mp4", "c.mp4", 5)
     assert {it.id for it in c} == {it.id for it in every if mf.shard_of(it.id, 2) == 0}
+
+
+def test_an_unreadable_file_sent_back_by_retry_failed_gets_all_its_windows(tmp_path, media_dir, monkeypatch):
+    import shutil
+
+    from tinytribe.features import decode
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(media_dir / "astronaut_tour.mp4", media / "a.mp4")
+    real = decode.probe_media
+
+    def flaky(path):   # the mount timed out while the manifest was made
+        raise decode.MediaError(f"{path}: read timed out")
+
+    monkeypatch.setattr(decode, "probe_media", flaky)
+    path = tmp_path / "m.json"
+    mf.build_manifest([media / "a.mp4"], job="probe", chunk_s=5, relative_to=media, on_error=lambda s, e: None).save(path)
+    monkeypatch.setattr(decode, "probe_media", real)
+    assert [it.status for it in Manifest.load(path).items] == ["failed"]
+    assert mf.retry_failed(path) == 1
+    mf.reconcile(path, media)
+    items = Manifest.load(path).items
+    assert [it.id for it in items] == [f"a_{s:06d}" for s in range(0, 24, 5)] and all(it.status == "pending" for it in items)

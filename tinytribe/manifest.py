@@ -557,12 +557,15 @@ def reconcile(path: str | Path, media_root: str | Path, *, media: Iterable[str |
                 for it in old:
                     it.source_size, it.source_mtime, it.source_hash = size, mtime, digest
                 continue
-            if old and all(it.status != "gone" and (it.source_size, it.source_mtime) == (size, mtime) for it in old):
+            # an unreadable file sent back by retry-failed: probe it again for all its windows
+            retried = bool(old) and any((it.note or "").startswith("unreadable") and it.status == "pending" for it in old)
+            if old and not retried and all(it.status != "gone" and (it.source_size, it.source_mtime) == (size, mtime)
+                                           for it in old):
                 continue
             if old and clock() - start > budget_s:
                 report.deferred.append(rel)
                 continue
-            if old:
+            if old and not retried:
                 digest = quick_hash(f)
                 report.hashed += 1
                 if {it.source_hash for it in old} == {digest}:   # touched, or back unchanged: the same work
