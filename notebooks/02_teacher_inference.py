@@ -125,9 +125,10 @@ def build() -> Manifest:
 
 
 manifest = mf.load_or_build(manifest_path, build)
-if not (features_dir or job_definition):   # a manifest of the whole folder follows the folder
-    print(mf.reconcile(manifest_path, media_root,
-                       media=sorted(p for p in media_root.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES)).line())
+if not features_dir:   # the manifest follows the folder (a diversity selection is a choice, not the folder)
+    wanted = (mf.definition_media(JobDefinition.load(job_definition), media_root) if job_definition else
+              sorted(p for p in media_root.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES))
+    print(mf.reconcile(manifest_path, media_root, media=wanted).line())
     manifest = Manifest.load(manifest_path)
 print(f"{manifest_path}: {mf.summarize(manifest).line()}")
 

@@ -237,6 +237,13 @@ def test_build_from_definition(tmp_path, media_dir, repo):
     assert [c.group for c in cov] == ["lecture", "sports", "listed"]
     assert cov[2].missing == ("absent",) and cov[2].off_duration == ("coffee_still",)  # 12 s, not 60 s
     assert cov[1].hours == pytest.approx(24 / 3600, rel=0.01) and "of 1 h target" in cov[1].line()
+    # a week later: the listed 'absent' arrives, a new sports clip too, a stray file outside the definition
+    m.save(tmp_path / "m.json")
+    shutil.copy(media_dir / "coffee_still.mp4", media / "absent.mp4")
+    shutil.copy(media_dir / "coffee_still.mp4", media / "sports" / "match2.mp4")
+    shutil.copy(media_dir / "coffee_still.mp4", media / "stray.mp4")
+    r = mf.reconcile(tmp_path / "m.json", media, media=mf.definition_media(defn, media))
+    assert sorted(r.added) == ["absent.mp4", "sports/match2.mp4"] and not r.gone and not r.changed
     for name in ("diverse_video_15h", "cneuromod_friends_s1_s7"):  # the shipped definitions load
         d = JobDefinition.load(repo / "manifests" / f"{name}.json")
         assert d.job == "teacher" and d.groups

@@ -190,20 +190,12 @@ class Coverage:
         return f"[{self.priority}] {self.group}: {self.files} files, {self.hours:.2f} h{target}{miss}{off}"
 
 
-def build_from_definition(defn: JobDefinition, media_root: str | Path, *, max_attempts: int = 3,
-                          on_error: Callable[[str, Exception], None] | None = None
-                          ) -> tuple[Manifest, list[Coverage]]:
-    """A manifest for the media under ``media_root`` that a job definition asks for.
-
-    Items are ordered by group priority, so workers claim the most important stimuli first. Returns
-    the manifest and, per group, what was found against the definition's target.
-    """
+def _definition_files(defn: JobDefinition, media_root: Path) -> list[tuple]:
+    """Per group in priority order: (group, its media files found, the stimuli it names by id, those missing)."""
     from tinytribe.features.decode import MEDIA_SUFFIXES
 
-    media_root = Path(media_root)
     all_media = {p.stem: p for p in sorted(media_root.rglob("*")) if p.suffix.lower() in MEDIA_SUFFIXES}
-    items: list[ManifestItem] = []
-    coverage = []
+    out = []
     for group in sorted(defn.groups, key=lambda g: g.priority):
         if group.stimuli:
             wanted = {s.id: s for s in group.stimuli}
@@ -213,6 +205,28 @@ def build_from_definition(defn: JobDefinition, media_root: str | Path, *, max_at
             folder = media_root / group.name
             files = sorted(p for p in folder.glob("*") if p.suffix.lower() in MEDIA_SUFFIXES) if folder.is_dir() else []
             wanted, missing = {}, ()
+        out.append((group, files, wanted, missing))
+    return out
+
+
+def definition_media(defn: JobDefinition, media_root: str | Path) -> list[Path]:
+    """The media files under ``media_root`` that a job definition asks for, in priority order: what
+    :func:`reconcile` compares its manifest with (an episode added to a group folder each week)."""
+    return [f for _, files, _, _ in _definition_files(defn, Path(media_root)) for f in files]
+
+
+def build_from_definition(defn: JobDefinition, media_root: str | Path, *, max_attempts: int = 3,
+                          on_error: Callable[[str, Exception], None] | None = None
+                          ) -> tuple[Manifest, list[Coverage]]:
+    """A manifest for the media under ``media_root`` that a job definition asks for.
+
+    Items are ordered by group priority, so workers claim the most important stimuli first. Returns
+    the manifest and, per group, what was found against the definition's target.
+    """
+    media_root = Path(media_root)
+    items: list[ManifestItem] = []
+    coverage = []
+    for group, files, wanted, missing in _definition_files(defn, media_root):
         sub = build_manifest(files, job=defn.job, chunk_s=defn.chunk_s, relative_to=media_root, on_error=on_error)
         durations: dict[str, float] = {}
         for it in sub.items:
@@ -658,5 +672,6 @@ __all__ = [
     "Coverage", "FormatError", "Manifest", "ManifestItem", "Summary", "build_from_definition", "build_manifest", "chunk_windows", "claim_next",
     "complete", "fail", "item_id", "load_or_build", "locked", "merge", "merge_files", "release", "release_items",
     "Heartbeat", "worker_alive", "LEASE_S", "HEARTBEAT_S", "Reconciled", "reconcile", "source_items",
+    "definition_media", "quick_hash",
     "renew_lease", "retry_failed", "shard", "shard_of", "summarize", "update",
 ]
