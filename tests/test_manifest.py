@@ -266,8 +266,10 @@ def test_a_dead_worker_on_this_host_is_known_at_once(tmp_path):
     dead = f"{socket.gethostname()}:{gone.stdout.strip()}:0"
     assert mf.worker_alive(dead) is False
     host, pid, start = me.split(":")
-    assert mf.worker_alive(f"{host}:{pid}:{int(start) - 1000}") is False, "the pid now runs another process"
+    ns, ticks = start.split(".")
+    assert mf.worker_alive(f"{host}:{pid}:{ns}.{int(ticks) - 1000}") is False, "the pid now runs another process"
     assert mf.worker_alive(f"other-host:{pid}:{start}") is None and mf.worker_alive("A") is None
+    assert mf.worker_alive(f"{host}:{pid}:{int(ns) + 1}.{ticks}") is None, "another container's pid namespace"
 
     path = small_manifest(tmp_path)
     held = mf.claim_next(path, worker=dead, lease_s=3600)

@@ -30,33 +30,53 @@ LEASE_S = 600.0       # an item's lease: a dead worker's item is handed out agai
 HEARTBEAT_S = 60.0    # how often a live worker renews it
 
 
-def _started_at(pid: int) -> int | None:
-    """The start time of process ``pid`` (whole Unix seconds), or None when there is none."""
+def _pid_namespace() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def _started_at(pid: int) -> str | None:
+    """When process ``pid`` started, as a token that changes with every new process of that pid: on
+    Linux ``<pid namespace>.<clock ticks since boot>`` from ``/proc`` (a wall-clock step does not move
+    it), elsewhere whole Unix seconds; None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return f"{_pid_namespace()}.{int(fields[19])}"   # field 22 of stat: starttime
+    except (OSError, IndexError, ValueError):
+        pass
     import psutil
 
     try:
-        return int(psutil.Process(pid).create_time())
+        return str(int(psutil.Process(pid).create_time()))
     except (psutil.Error, OSError):
         return None
 
 
 def default_worker() -> str:
-    """``host:pid:start``, unique among live workers and never reused: the start time tells a
+    """``host:pid:start``, unique among live workers and never reused: the start token tells a
     process from a later one that got the same pid (a new Kaggle container counts pids afresh)."""
     return f"{socket.gethostname()}:{os.getpid()}:{_started_at(os.getpid())}"
 
 
 def worker_alive(worker: str | None) -> bool | None:
-    """Whether a worker named by :func:`default_worker` still runs: False when it was on this host and
-    its process is gone (or the pid now belongs to a process started at another time); None when that
-    cannot be told (another host, a name of the caller's choosing)."""
+    """Whether a worker named by :func:`default_worker` still runs: False when it was on this host, in
+    this pid namespace, and its process is gone (or the pid now belongs to a process started at another
+    time); None when that cannot be told (another host or container, a name of the caller's choosing)."""
     parts = (worker or "").split(":")
     if len(parts) not in (2, 3) or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return None
+    token = parts[2] if len(parts) == 3 else ""
+    if "." in token and token.split(".", 1)[0] != str(_pid_namespace()):
+        return None   # another container with this host name: its pids are not ours to look up
     started = _started_at(int(parts[1]))
     if started is None:
         return False
-    if len(parts) == 3 and parts[2].isdigit() and abs(started - int(parts[2])) > 1:
+    if token and token != started:
+        if token.isdigit() and started.replace(".", "").isdigit() and "." in started:
+            return None   # an older name in wall-clock seconds: not comparable with the /proc token
         return False
     return True
 
