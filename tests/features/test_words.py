@@ -183,3 +183,13 @@ def test_transcript_coverage_of_the_speech_heard():
     assert transcript_coverage([], heard) == 0.0 and transcript_coverage(heard, []) == 1.0
     long_word = [Word("monologue", 0.0, 20.0)]   # one long interval covers every onset inside it
     assert transcript_coverage(long_word + [Word("x", 1.0, 0.1)], heard) == 1.0
+
+
+def test_cues_without_milliseconds_and_a_cut_utf16_file(tmp_path):
+    plain = tmp_path / "plain.srt"
+    plain.write_text("1\n00:00:01 --> 00:00:03\nhello there\n")
+    assert [(w.word, w.onset) for w in read_transcript(plain)] == [("hello", 1.0), ("there", 2.0)]
+    cut = tmp_path / "cut.srt"
+    cut.write_bytes("1\n00:00:01,000 --> 00:00:03,000\nhello\n".encode("utf-16")[:-1])
+    with pytest.raises(TranscriptError, match="cut.srt: UTF-16 text cut short or damaged"):
+        read_transcript(cut)

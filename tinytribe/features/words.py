@@ -55,7 +55,10 @@ def _read_text(path: Path) -> str:
     other encoding is refused naming the byte, never turned into replacement characters."""
     raw = path.read_bytes()
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return raw.decode("utf-16")
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise TranscriptError(f"{path}: UTF-16 text cut short or damaged at byte {e.start}") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -103,7 +106,7 @@ def read_textgrid(path: Path, tier: str | None = None) -> list[Word]:
     return [Word(w.replace('""', '"'), float(a), float(b) - float(a)) for a, b, w in chosen[0][1]]
 
 
-TIMESTAMP = r"(?:\d+:)?\d{1,2}:\d{2}[,.]\d{1,3}"   # [HH:]MM:SS,mmm (SRT) or [HH:]MM:SS.mmm (WebVTT)
+TIMESTAMP = r"(?:\d+:)?\d{1,2}:\d{2}(?:[,.]\d{1,3})?"   # [HH:]MM:SS[,mmm] (SRT) or [HH:]MM:SS[.mmm] (WebVTT)
 
 
 def _timestamp(s: str) -> float:
