@@ -485,3 +485,23 @@ def test_an_unreadable_file_sent_back_by_retry_failed_gets_all_its_windows(tmp_p
     mf.reconcile(path, media)
     items = Manifest.load(path).items
     assert [it.id for it in items] == [f"a_{s:06d}" for s in range(0, 24, 5)] and all(it.status == "pending" for it in items)
+
+
+def test_a_shortened_file_is_redone_once_not_every_session(tmp_path, media_dir):
+    import shutil
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(media_dir / "astronaut_tour.mp4", media / "a.mp4")
+    shutil.copy(media_dir / "coffee_still.mp4", media / "b.mp4")
+    path = tmp_path / "m.json"
+    mf.build_manifest(sorted(media.iterdir()), job="probe", chunk_s=5, relative_to=media).save(path)
+    _cut(media_dir / "astronaut_tour.mp4", media / "a.mp4", 12.0)
+    assert mf.reconcile(path, media).changed == ["a.mp4"]
+    order = [it.source for it in Manifest.load(path).items]
+    assert order.index("a.mp4") < order.index("b.mp4"), "a redone file keeps its place in the claim order"
+    while (it := mf.claim_next(path, worker="W")) is not None:
+        mf.complete(path, it.id, worker="W")
+    again = mf.reconcile(path, media)   # the next session, nothing changed
+    assert again.changed == [] and again.hashed == 0
+    assert all(it.status in ("done", "gone") for it in Manifest.load(path).items)

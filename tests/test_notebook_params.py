@@ -12,14 +12,6 @@ from tinytribe.notebook_params import SCHEMAS, check_parameters
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-@pytest.fixture(autouse=True)
-def fresh_kernel(monkeypatch):
-    """Every check here is a notebook's first in its kernel (papermill starts a kernel per run)."""
-    import tinytribe.notebook_params as P
-
-    monkeypatch.setattr(P, "_FIRST", {})
-
-
 def _defaults(name: str) -> dict:
     import jupytext
 
@@ -40,13 +32,10 @@ def test_every_notebook_has_a_schema_matching_its_parameters_cell(name):
     assert f'check_parameters("{name}", globals())' in source, f"{name} never checks its parameters"
 
 
-def test_what_is_refused_and_how(monkeypatch):
-    import tinytribe.notebook_params as P
-
+def test_what_is_refused_and_how():
     ns = _defaults("01_extract_features")
     with pytest.raises(ConfigError, match=r"unknown parameter 'chunk_size' \(did you mean 'chunk_s'\?\); parameters: media_dir"):
         check_parameters("01_extract_features", ns | {"chunk_size": 5})
-    monkeypatch.setattr(P, "_FIRST", {})
     with pytest.raises(ConfigError, match="parameter chunk_s must be a number, got 'ten'"):
         check_parameters("01_extract_features", ns | {"chunk_s": "ten"})
     with pytest.raises(ConfigError, match="parameter video_backbone is 'mobilevit'; choose from 'efficientnet-lite0', 'mobilevit-s'"):
@@ -73,15 +62,21 @@ def test_a_misspelled_parameter_stops_the_notebook_in_one_line(tmp_path, capsys)
     assert not (tmp_path / "r").exists(), "no work started"
 
 
-def test_a_second_run_in_the_same_kernel_is_not_refused_for_the_notebooks_own_variables(monkeypatch):
-    import tinytribe.notebook_params as P
+def test_in_a_kernel_only_the_cells_before_the_check_count(tmp_path):
+    import jupytext
 
-    monkeypatch.setattr(P, "_FIRST", {})
+    nb = jupytext.read(NOTEBOOKS / "04_phase2_kd.py")
+    params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     kernel = _defaults("04_phase2_kd")
-    check_parameters("04_phase2_kd", kernel)          # the first run
-    kernel |= {"run_root": "runs/phase2", "result": 3}  # what its later cells left behind
-    check_parameters("04_phase2_kd", kernel)          # "Run all" again
-    kernel["max_step"] = 5                            # but a misspelled parameter given the first time is still refused
-    monkeypatch.setattr(P, "_FIRST", {})
+    check = 'check_parameters("04_phase2_kd", globals())'
+    # a second "Run all" in one kernel: the first run's later variables are still there, not parameters
+    kernel |= {"run_root": "runs/phase2", "result": 3, "In": ["", params, "x = 1\nrun_root = 2", check, params, check]}
+    check_parameters("04_phase2_kd", kernel)
+    # a typo fixed since the first run is no longer refused ...
+    kernel |= {"chunk_size": 5, "In": ["", params + "\nchunk_size = 5", check, params, check]}
+    check_parameters("04_phase2_kd", kernel)
+    # ... and a typo typed into the parameters cell now, or injected by papermill, is
     with pytest.raises(ConfigError, match="unknown parameter 'max_step'"):
-        check_parameters("04_phase2_kd", kernel)
+        check_parameters("04_phase2_kd", kernel | {"max_step": 5, "In": ["", params + "\nmax_step = 5", check]})
+    with pytest.raises(ConfigError, match="unknown parameter 'max_step'"):
+        check_parameters("04_phase2_kd", kernel | {"max_step": 5, "In": ["", params, "# Parameters\nmax_step = 5", check]})

@@ -593,8 +593,8 @@ def reconcile(path: str | Path, media_root: str | Path, *, media: Iterable[str |
                 continue
             # an unreadable file sent back by retry-failed: probe it again for all its windows
             retried = bool(old) and any((it.note or "").startswith("unreadable") and it.status == "pending" for it in old)
-            if old and not retried and all(it.status != "gone" and (it.source_size, it.source_mtime) == (size, mtime)
-                                           for it in old):
+            live = [it for it in old or [] if it.status != "gone"]   # gone windows of an older version do not count
+            if live and not retried and all((it.source_size, it.source_mtime) == (size, mtime) for it in live):
                 continue
             if old and clock() - start > budget_s:
                 report.deferred.append(rel)
@@ -602,8 +602,9 @@ def reconcile(path: str | Path, media_root: str | Path, *, media: Iterable[str |
             if old and not retried:
                 digest = quick_hash(f)
                 report.hashed += 1
-                if {it.source_hash for it in old} == {digest}:   # touched, or back unchanged: the same work
-                    for it in old:
+                ref = live or old   # all gone: the file came back, compared with what it was
+                if {it.source_hash for it in ref} == {digest}:   # touched, or back unchanged: the same work
+                    for it in ref:
                         it.source_size, it.source_mtime = size, mtime
                         if it.status == "gone":
                             it.status, it.was, it.note = it.was or "pending", None, "source came back unchanged"
@@ -612,7 +613,8 @@ def reconcile(path: str | Path, media_root: str | Path, *, media: Iterable[str |
                 fresh = mine(source_items(f, rel, m.chunk_s, (durations or {}).get(str(f))))
             except Exception as e:   # noqa: BLE001 -- an unreadable file is recorded, not raised
                 fresh = mine([_unreadable(f, rel, m.chunk_s, e)])
-                report.unreadable.append(rel)
+                if fresh:
+                    report.unreadable.append(rel)
             why = "came back changed" if old and all(it.status == "gone" for it in old) else "changed"
             taken = {it.id: it for it in m.items if it.source != rel}
             clash = [i for i in (it.id for it in fresh) if i in taken and taken[i].status != "gone"
@@ -621,15 +623,18 @@ def reconcile(path: str | Path, media_root: str | Path, *, media: Iterable[str |
                 report.collisions.append(f"{rel}: item id {clash[0]} is {taken[clash[0]].source}'s; rename one")
                 continue
             fresh_ids = {it.id for it in fresh}
-            m.items = [it for it in m.items if it.source != rel and it.id not in fresh_ids]   # replaced, taken over
+            at = next((k for k, it in enumerate(m.items) if it.source == rel), len(m.items))   # keep its claim priority
+            before = [it for it in m.items[:at] if it.source != rel and it.id not in fresh_ids]
+            after = [it for it in m.items[at:] if it.source != rel and it.id not in fresh_ids]
             for it in old or []:
                 if it.id not in fresh_ids:
                     gone(it, f"source {why}: this window no longer exists")
-                    m.items.append(it)
+                    after.append(it)
             for it in fresh:
-                it.note = f"source {why}: redone" if old else it.note
-            m.items.extend(fresh)
-            (report.changed if old else report.added).append(rel)
+                it.note = ("source retried: readable now" if retried else f"source {why}: redone") if old else it.note
+            m.items = before + fresh + after
+            if fresh or old:   # a shard's share of a new file may be nothing
+                (report.changed if old else report.added).append(rel)
     return report
 
 

@@ -61,9 +61,38 @@ SCHEMAS: dict[str, dict[str, P]] = {
 
 # names a Jupyter kernel defines by itself
 _KERNEL = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-# per notebook, the names its namespace held when it was first checked in this kernel: on a second
-# "Run all" in the same kernel, names that appeared after that check are the notebook's own variables
-_FIRST: dict[str, set[str]] = {}
+
+
+def _assigned(source: str) -> set[str]:
+    """Names a cell assigns at its top level (an IPython magic makes it unparsable: none)."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def _parameter_cells_names(namespace: dict[str, Any], schema: dict[str, P]) -> set[str] | None:
+    """In a Jupyter kernel, the names assigned by the cells run just before this check, back to the
+    parameters cell (the one assigning most of the schema): the parameters, papermill's injected ones,
+    and a typo typed into the cell -- not what an earlier "Run all" in the same kernel left behind.
+    None outside a kernel (every global is then a candidate)."""
+    history = namespace.get("In")
+    if not isinstance(history, list) or len(history) < 2:
+        return None
+    names: set[str] = set()
+    for source in reversed(history[:-1]):   # In[-1] is this cell
+        found = _assigned(source)
+        names |= found
+        if len(found & set(schema)) >= max(1, len(schema) // 2):
+            return names
+    return None
 
 
 def _type_ok(value: Any, types: tuple) -> bool:
@@ -98,8 +127,8 @@ def check_parameters(notebook: str, namespace: dict[str, Any]) -> None:
     schema = SCHEMAS[notebook]
     given = {k: v for k, v in namespace.items() if not k.startswith("_") and k not in _KERNEL
              and not callable(v) and type(v).__name__ != "module"}
-    first = _FIRST.setdefault(notebook, set(namespace))
-    unknown = sorted(k for k in set(given) - set(schema) if k in first)
+    recent = _parameter_cells_names(namespace, schema)
+    unknown = sorted(k for k in set(given) - set(schema) if recent is None or k in recent)
     if unknown:
         near = difflib.get_close_matches(unknown[0], schema, n=1)
         raise ConfigError(f"{notebook}: unknown parameter {unknown[0]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
