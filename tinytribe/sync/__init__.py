@@ -174,13 +174,16 @@ class RunSync:
         """Take the run folder's lock, or raise :class:`SyncLockedError` naming the live holder."""
         lock = self._read_json(LOCK_KEY)
         now = self.clock()
+        # this very process on this run folder (a second "Run all" in the same kernel): take it over
         this_process = f"{socket.gethostname()}:{os.getpid()}:"
-        mine = lock and lock["owner"].startswith(this_process) and self.owner.startswith(this_process)
+        mine = bool(lock) and lock["owner"].startswith(this_process) and self.owner.startswith(this_process) \
+            and lock.get("folder") == str(self.local.resolve())
         if lock and lock["owner"] != self.owner and lock["lease_until"] > now and not force and not mine:
             until = dt.datetime.fromtimestamp(lock["lease_until"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             raise SyncLockedError(f"{self.remote.description}: the run folder is held by {lock['owner']} until {until}; "
                                   f"another session is writing it (if that session is dead, wait or use force=True)")
-        self._write_json(LOCK_KEY, {"owner": self.owner, "acquired_at": now, "lease_until": now + self.lease_s})
+        self._write_json(LOCK_KEY, {"owner": self.owner, "acquired_at": now, "lease_until": now + self.lease_s,
+                                    "folder": str(self.local.resolve())})
         back = self._read_json(LOCK_KEY)
         if not back or back["owner"] != self.owner:
             raise SyncLockedError(f"{self.remote.description}: lost the lock to {back and back['owner']}")
