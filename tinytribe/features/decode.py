@@ -150,14 +150,7 @@ def sample_frames(path: str | Path, times_s: np.ndarray, size: tuple[int, int]):
                     return
                 prev = frame
         except av_errors() as e:
-            if prev is None:   # nothing decodes: the file is unreadable
-                raise MediaError(f"{path}: video decoding failed ({type(e).__name__}: {e})") from None
-            import av
-
-            if not isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):   # a read error (a mount): try again later
-                raise OSError(f"{path}: video decoding failed at {prev.time:.2f} s ({type(e).__name__}: {e})") from None
-            warnings.warn(f"{path}: video decoding stopped at {prev.time:.2f} s ({type(e).__name__}); the file is "
-                          f"truncated or damaged there: its video features end at that time", stacklevel=2)
+            _decoding_stopped(path, "video", None if prev is None else prev.time, e)
         if prev is not None:
             last = prev.time + (1.0 / float(stream.average_rate) if stream.average_rate else 0.0)
             while i < times_s.size and times_s[i] < last:
@@ -167,6 +160,20 @@ def sample_frames(path: str | Path, times_s: np.ndarray, size: tuple[int, int]):
             if i < times_s.size and said is not None and last < said - 1.0:   # frames ran out before the stream's end
                 warnings.warn(f"{path}: video frames end at {last:.2f} s, the file says {said:.2f} s: it is truncated "
                               f"or damaged there; its video features end at that time", stacklevel=2)
+
+
+def _decoding_stopped(path: Path, stream: str, at_s: float | None, e: Exception) -> None:
+    """What a decoding error means: nothing decoded (``at_s`` None) -- the file is unreadable
+    (:class:`MediaError`); a read error (a slow mount) -- ``OSError``, tried again later; invalid data
+    or an early end after ``at_s`` -- a truncated or damaged file: warn, and keep what decoded."""
+    import av
+
+    if at_s is None:
+        raise MediaError(f"{path}: {stream} decoding failed ({type(e).__name__}: {e})") from None
+    if not isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):
+        raise OSError(f"{path}: {stream} decoding failed at {at_s:.2f} s ({type(e).__name__}: {e})") from None
+    warnings.warn(f"{path}: {stream} decoding stopped at {at_s:.2f} s ({type(e).__name__}); the file is truncated or "
+                  f"damaged there: its {stream} features end at that time", stacklevel=4)
 
 
 def av_errors() -> tuple[type, ...]:
@@ -223,12 +230,6 @@ def iter_audio(path: str | Path, start_s: float, end_s: float, window_s: float, 
                 if pos is not None and pos >= last:
                     break
         except av.FFmpegError as e:
-            if pos is None:   # nothing decodes: the file is unreadable
-                raise MediaError(f"{path}: audio decoding failed ({type(e).__name__}: {e})") from None
-            if not isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):   # a read error (a mount): try again later
-                raise OSError(f"{path}: audio decoding failed at {pos / sample_rate:.2f} s ({type(e).__name__}: {e})") from None
-            # a truncated or damaged file: keep what decoded, and say where it ends
-            warnings.warn(f"{path}: audio decoding stopped at {pos / sample_rate:.2f} s ({type(e).__name__}); the file "
-                          f"is truncated or damaged there: its audio features end at that time", stacklevel=2)
+            _decoding_stopped(path, "audio", None if pos is None else pos / sample_rate, e)
         if have:
             yield buf_start / sample_rate, np.concatenate(buf)

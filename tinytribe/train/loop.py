@@ -374,7 +374,8 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
                            **{k: float(v) for k, v in logs.items()}, **{f"lr_{g['name']}": lr for g, lr in zip(groups, lrs)}}
                     if share is not None:
                         train_shares.append(np.asarray(share, np.float64))
-                        row |= {k: routing_health(share)[k] for k in ("route_entropy_frac", "min_share_e")}
+                        health = routing_health(share)
+                        row |= {k: health[k] for k in ("route_entropy_frac", "min_share_e")}
                     log.write(row)
                     if writer:
                         for k, v in row.items():
