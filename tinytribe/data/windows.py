@@ -163,7 +163,7 @@ def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: fl
     ``subjects``, or its index in this study), ``subject_key`` (study, subject) -- all None (subject
     -1, the average) for a :class:`StimulusWindow` --, ``stimulus``, and --
     when the stimulus has a teacher -- ``teacher`` (K, V_t), ``teacher_times_s`` (K,),
-    ``teacher_width_s``, ``teacher_acts`` (name -> (M, D)), all float16, ``teacher_act_times_s`` and
+    ``teacher_width_s``, ``teacher_id`` (whose outputs they are), ``teacher_acts`` (name -> (M, D)), all float16, ``teacher_act_times_s`` and
     ``teacher_act_width_s`` (the time one activation row stands for: its spacing).
     """
     if isinstance(w, StimulusWindow):
@@ -201,7 +201,7 @@ def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: fl
     if tc is not None:
         keep = (tc.bold_times_s >= t_start - EPS) & (tc.bold_times_s + tc.sample_width_s <= t_end + EPS)
         item |= {"teacher": tc.take_predictions(keep, np.float16), "teacher_times_s": tc.bold_times_s[keep],
-                 "teacher_width_s": tc.sample_width_s}
+                 "teacher_width_s": tc.sample_width_s, "teacher_id": tc.teacher.get("id", "")}
         # activations stand for stimulus time; a window owns those of the stimulus its BOLD samples follow
         # (BOLD time minus the teacher's offset), so windows that tile time never share an activation target
         a0, a1 = t_start - tc.hrf_offset_s, t_end - tc.hrf_offset_s
@@ -232,7 +232,7 @@ def collate(items: list[dict[str, Any]]):
         when any item has fMRI (a corpus window's row is never valid), ``subject`` (B,; -1 for corpus
         windows: the average subject), and when any item has a teacher: ``teacher`` (B, K, V_t), ``teacher_valid``
         (B, K), ``has_teacher`` (B,) -- items without one have no valid row, so windows with and without
-        a teacher share a batch -- and ``teacher_acts`` {name: (B, M, D)}, ``teacher_acts_valid``
+        a teacher share a batch --, ``teacher_ids`` (B,; the teacher id of each item, None without one), and ``teacher_acts`` {name: (B, M, D)}, ``teacher_acts_valid``
         {name: (B, M)}, ``kd_grids`` {name: TimeGrid} (the activations' times, for the model's KD features).
     """
     import torch
@@ -291,39 +291,48 @@ def collate(items: list[dict[str, Any]]):
         y, t, v = targets([it.get("teacher") for it in items], [it.get("teacher_times_s") for it in items])
         batch |= {"teacher": y, "teacher_valid": v, "has_teacher": torch.tensor(["teacher" in it for it in items])}
         batch["grids"]["teacher"] = TimeGrid(t, widths.pop())
+        batch["teacher_ids"] = [it.get("teacher_id") for it in items]
         acts, acts_valid, kd_grids = {}, {}, {}
-        for name in with_teacher[0]["teacher_acts"]:
-            a, at, av = targets([it["teacher_acts"][name] if "teacher" in it else None for it in items],
-                                [it["teacher_act_times_s"][name] if "teacher" in it else None for it in items])
+        names = list(dict.fromkeys(n for it in with_teacher for n in it["teacher_acts"]))
+        for name in names:   # a teacher without this activation (student pseudo-labels): no valid row
+            has = [it if "teacher" in it and name in it["teacher_acts"] else None for it in items]
+            a, at, av = targets([it["teacher_acts"][name] if it else None for it in has],
+                                [it["teacher_act_times_s"][name] if it else None for it in has])
             acts[name], acts_valid[name] = a, av
-            kd_grids[name] = TimeGrid(at, with_teacher[0]["teacher_act_width_s"][name])
+            kd_grids[name] = TimeGrid(at, next(it for it in has if it)["teacher_act_width_s"][name])
         batch |= {"teacher_acts": acts, "teacher_acts_valid": acts_valid, "kd_grids": kd_grids}
     return batch
 
 
 class WindowSampler:
-    """Draws windows from several studies with per-study sampling weights (uniformly within a study).
+    """Draws windows from several studies with per-study sampling weights, uniformly within a study.
 
-    Deterministic from ``seed``; ``position`` counts draws so a resumed run continues the same sequence.
+    A weight is a rate: a study of weight ``w`` is drawn ``w`` times as often per window as at weight 1,
+    so with every weight 1 each window is equally likely whatever study it is in, and at 0.3 a study is
+    seen 0.3 times as often (the design mixes Lebel 2023's stories into Phase 3 at 0.3). Deterministic
+    from ``seed``: ``draw`` counts its draws in ``position``, so a resumed run continues the same
+    sequence; ``epoch_batches`` depends on the epoch alone.
     """
 
-    def __init__(self, windows: dict[str, list[Window]], weights: dict[str, float] | None = None, *, seed: int = 0):
+    def __init__(self, windows: dict[str, list], weights: dict[str, float] | None = None, *, seed: int = 0):
         empty = [k for k, v in windows.items() if not v]
         if empty:
             raise ValueError(f"no windows for {', '.join(empty)}")
         self.names = sorted(windows)
         self.windows = windows
-        w = np.array([(weights or {}).get(n, 1.0) for n in self.names], dtype=np.float64)
-        if (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"sampling weights must be >= 0 with a positive sum, got {dict(zip(self.names, w))}")
         unknown = set(weights or {}) - set(self.names)
         if unknown:
             raise ValueError(f"weights for unknown studies: {sorted(unknown)}")
-        self.p = w / w.sum()
+        self.weights = np.array([(weights or {}).get(n, 1.0) for n in self.names], dtype=np.float64)
+        if (self.weights < 0).any() or self.weights.sum() <= 0:
+            raise ValueError(f"sampling weights must be >= 0 with a positive sum, got "
+                             f"{dict(zip(self.names, self.weights.tolist()))}")
+        mass = self.weights * [len(windows[n]) for n in self.names]
+        self.p = mass / mass.sum()   # each study's share of the draws
         self.seed = seed
         self.position = 0
 
-    def draw(self, n: int) -> list[tuple[str, Window]]:
+    def draw(self, n: int) -> list[tuple[str, Any]]:
         out = []
         for _ in range(n):
             rng = np.random.default_rng((self.seed, self.position))
@@ -331,3 +340,21 @@ class WindowSampler:
             out.append((name, self.windows[name][rng.integers(len(self.windows[name]))]))
             self.position += 1
         return out
+
+    def epoch_batches(self, epoch: int, batch_size: int, *, min_batch: int = 1) -> list[list[tuple[str, Any]]]:
+        """One epoch as batches that each hold windows of one study (studies differ in TR).
+
+        A study of weight ``w`` gives ``round(w x its windows)`` windows to the epoch (1: each once; 0.3:
+        30 % of them, a different subset each epoch; 2: each twice), in an order fixed by (seed, epoch).
+        A study's last batch is kept when it holds at least ``min_batch`` windows (the number of
+        processes); the batches of all studies are shuffled together.
+        """
+        rng = np.random.default_rng((self.seed, 1_000_003, epoch))
+        batches = []
+        for name, w in zip(self.names, self.weights):
+            pool = self.windows[name]
+            n = int(round(w * len(pool)))
+            order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // len(pool)))])[:n] if n else []
+            picked = [(name, pool[i]) for i in order]
+            batches += [b for b in (picked[i:i + batch_size] for i in range(0, n, batch_size)) if len(b) >= min_batch]
+        return [batches[i] for i in rng.permutation(len(batches))]

@@ -111,12 +111,15 @@ class TeacherAgreement:
         feature_cos: mean cosine of the KD head's features and the teacher activation (None without).
         expert_share: (n_layers, E) share of routing slots per expert over the windows.
         n_rows: teacher rows scored.
+        mse: mean squared error of student and teacher over those rows and the outputs where the
+            teacher varies (Phase 3's teacher-consistency monitor).
     """
 
     r: np.ndarray
     feature_cos: float | None
     expert_share: np.ndarray
     n_rows: int
+    mse: float = float("nan")
 
     def mean(self) -> float:
         return float(np.nanmean(self.r)) if np.isfinite(self.r).any() else float("nan")
@@ -156,13 +159,15 @@ def teacher_agreement(study: LoadedStudy, windows: list, model, *, device: str =
                                                       b["teacher_acts"][activation][0].float()[valid], dim=-1)
             cos.append(c.numpy())
     pred, target = np.concatenate(preds), np.concatenate(targets)
-    target = reduce_space(target, study.study.space, model.config.space)
+    target = reduce_space(target, study.stimuli[windows[0].stimulus].teacher.space, model.config.space)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant outputs (medial wall): NaN r, by design
         r = pearson_r(pred, target)
     share = np.sum(shares, axis=0) / max(pred.shape[0], 1)
+    counted = np.isfinite(r)   # the outputs where the teacher varies (not the medial wall)
+    mse = float(np.mean((pred[:, counted] - target[:, counted]) ** 2)) if counted.any() else float("nan")
     return TeacherAgreement(r=r, feature_cos=float(np.concatenate(cos).mean()) if cos else None,
-                            expert_share=share, n_rows=int(pred.shape[0]))
+                            expert_share=share, n_rows=int(pred.shape[0]), mse=mse)
 
 
 def _check(study: LoadedStudy, runs: list[int], name: str, preds: Predictions) -> None:

@@ -75,7 +75,8 @@ class TinyTribe(nn.Module):
 
         Args:
             features: ``{"text": (B, T_t, 386), "audio": (B, T_a, 384), "video": (B, T_v, D_v)}`` (the
-                sizes of ``config.input_dims``; text is the embedding and its two timing channels).
+                sizes of ``config.input_dims``; text is the embedding and its two timing channels); a
+                modality no sample has may be left out (a transcript-only study).
             available: (B, 3) bool, the modalities each sample has (order text, audio, video).
             causal: tokens see only their own and earlier steps.
             masks: per modality (B, T_m) bool, the steps with content (padding and empty steps False):
@@ -89,8 +90,15 @@ class TinyTribe(nn.Module):
             tokens (B, T, 3, D), the tokens that count (B, T, 3) bool, aux terms.
         """
         missing = [m for m in MODALITIES if m not in features]
+        if len(missing) == len(MODALITIES):
+            raise ValueError("features hold no modality")
+        for m in missing:   # a study without it (a transcript-only study): zeros, unavailable to every sample
+            if available[:, MODALITIES.index(m)].any():
+                raise ValueError(f"features lack modality {m!r}, which `available` marks as present")
         if missing:
-            raise ValueError(f"features lack modality {missing[0]!r} (give zeros and mark it unavailable)")
+            ref = next(features[m] for m in MODALITIES if m in features)
+            features = dict(features) | {m: ref.new_zeros(*ref.shape[:2], self.config.input_dims[MODALITIES.index(m)])
+                                         for m in missing}
         for m, d in zip(MODALITIES, self.config.input_dims):
             if features[m].shape[-1] != d:
                 raise ValueError(f"{m} inputs have {features[m].shape[-1]} values per step, this model expects {d} "
@@ -112,7 +120,7 @@ class TinyTribe(nn.Module):
             x = torch.where(available[:, i, None, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
             x = self.projectors[i](x.to(self.kd_head.weight.dtype))  # (B, T_m, D), in the model's dtype
             k = available[:, i, None].expand(-1, x.shape[1])  # (B, T_m): the steps that count
-            if masks is not None:
+            if masks is not None and m in masks:
                 k = k & masks[m].to(k.device).bool()
                 x = torch.where(k[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
             if m == "video":
@@ -131,7 +139,7 @@ class TinyTribe(nn.Module):
                 grids: dict[str, TimeGrid], subject: torch.Tensor | None = None, *, causal: bool = False,
                 masks: dict[str, torch.Tensor] | None = None, p_modality_dropout: float = 0.0,
                 router_temperature: float = 1.0, return_fused: bool = False,
-                kd_grids: dict[str, TimeGrid] | None = None) -> TinyTribeOutput:
+                kd_grids: dict[str, TimeGrid] | None = None, average_grids: tuple[str, ...] = ()) -> TinyTribeOutput:
         """Predict responses on each requested time grid.
 
         Args:
@@ -142,14 +150,23 @@ class TinyTribe(nn.Module):
             return_fused: also return the pooled representation and its KD projection.
             kd_grids: named grids to average the KD projection onto (the teacher activations' times,
                 overlap-weighted as the responses are): ``out.kd[name]`` (B, M, teacher_dim).
+            average_grids: grids of ``grids`` predicted for the average subject whatever ``subject`` is
+                (a teacher predicts the average subject: Phase 3 compares it with that, and each
+                subject's own prediction with its fMRI, from one pass through the fusion model).
         """
         tokens, step_mask, aux = self.encode(features, available, causal=causal, masks=masks,
                                              p_modality_dropout=p_modality_dropout,
                                              router_temperature=router_temperature)  # (B, T, 3, D)
         fused, gates = self.pool(tokens, step_mask)  # (B, T, D), (B, T, 3)
-        h = self.head.condition(self.hrf(fused), subject)  # (B, T, D)
+        unknown = set(average_grids) - set(grids)
+        if unknown:
+            raise ValueError(f"average_grids names grids not given: {sorted(unknown)}")
+        hrf = self.hrf(fused)
+        h = self.head.condition(hrf, subject)  # (B, T, D)
+        h_avg = self.head.condition(hrf, None) if average_grids and subject is not None else h
         t0 = t0.to(h.device)  # times may come from the CPU side of a data pipeline
-        responses = {name: self.head.project(h, overlap_weights(t0, h.shape[1], self.config.feature_rate_hz, g))
+        responses = {name: self.head.project(h_avg if name in average_grids else h,
+                                             overlap_weights(t0, h.shape[1], self.config.feature_rate_hz, g))
                      for name, g in grids.items()}  # (B, N, V) each
         out = TinyTribeOutput(responses=responses, aux_loss=aux["aux_loss"], aux=aux, gates=gates,
                               available=step_mask.any(dim=1))

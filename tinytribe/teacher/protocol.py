@@ -78,11 +78,12 @@ TEACHERS = {  # name -> "module:class", imported only when asked for
     "tribev2": "tinytribe.teacher.tribev2:TribeV2Teacher",
     "standin": "tinytribe.teacher.standin:StandInTeacher",
     "demo": "tinytribe.data.demo.teacher:DemoTeacher",
+    "student": "tinytribe.train.pseudo:StudentTeacher",   # a trained student's pseudo-labels (design 5c)
 }
 
 
 def load_teacher(name: str, **options: Any) -> Teacher:
-    """A teacher by name (``tribev2``, ``standin``, ``demo``) or as ``"module:Class"``; ``options`` go
+    """A teacher by name (``tribev2``, ``standin``, ``demo``, ``student``) or as ``"module:Class"``; ``options`` go
     to its constructor."""
     import importlib
 

@@ -87,6 +87,10 @@ class Recipe(Protocol):
     teacher: dict | None         # {"id", "revision"} of the teacher the targets come from
     collapse_check_from: int     # routing is judged from this step on (after a router warm-up)
 
+    # optional: ``batches(epoch, batch_size, seed, world) -> list[list[int]]``, the batches of dataset
+    # indices of one epoch (a curriculum, per-study sampling weights), fixed by its arguments;
+    # without it every epoch is a permutation of the whole dataset (``state.epoch_batches``)
+
     def param_groups(self, model: nn.Module) -> list[dict]: ...   # [{"name", "params", "lr"}]
     def loss(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]: ...
     def validate(self, model: nn.Module, device: str) -> dict[str, Any]: ...   # "score", metrics, "expert_share"
@@ -190,16 +194,19 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
     opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in groups], weight_decay=cfg.weight_decay)
 
     n = len(recipe.dataset)
-    per_epoch = len(epoch_batches(n, cfg.batch_size, 0, cfg.seed, d.world))
+    plan = EpochPlan(recipe, n, cfg, d.world)
+    per_epoch = plan.count(0)
     if per_epoch == 0:
         raise ValueError(f"{recipe.name}: {n} training windows make no batch of {d.world} processes")
-    total = cfg.max_steps or cfg.epochs * per_epoch
+    total = cfg.max_steps or plan.steps_in(cfg.epochs)
     if total >= 2:   # warm-up of at least 1.5 steps: OneCycleLR divides by the warm-up's length
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total,
                                                     pct_start=min(max(cfg.warmup_frac, 1.5 / total), 0.9))
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     data = {"n_windows": n, "batches_per_epoch": per_epoch, "world": d.world, "seed": cfg.seed, "total_steps": total}
+    if plan.custom:   # a recipe's own epochs (a curriculum) may differ in length: the whole plan must match
+        data["epoch_lengths"] = plan.lengths(total)
     step, best, streak, last_good = 0, -math.inf, 0, None
     metrics: dict[str, float] = {}
     last_path = ck_dir / "last.pt"
@@ -267,9 +274,9 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
 
     def checkpoint(path: Path) -> Path:
         raw = model._orig_mod if hasattr(model, "_orig_mod") else model
-        position = {**data, "epoch": step // per_epoch, "batch": step % per_epoch, "best_score": best,
-                    "collapse_streak": streak}
-        return save_checkpoint(raw, path, phase=recipe.phase, step=step, epoch=step // per_epoch,
+        epoch, batch = plan.position(step)
+        position = {**data, "epoch": epoch, "batch": batch, "best_score": best, "collapse_streak": streak}
+        return save_checkpoint(raw, path, phase=recipe.phase, step=step, epoch=epoch,
                                data_position=position, optimizer_state=opt.state_dict(),
                                scheduler_state=sched.state_dict(), rng_state=rng_state(), metrics=metrics,
                                recipe=recipe.name, train_config={"recipe": to_dict(recipe.config), "loop": to_dict(cfg)},
@@ -304,7 +311,7 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
             metrics = {k: float(v) for k, v in {**res, **health}.items()}
             why = collapsed(health) if health and step >= recipe.collapse_check_from else None
             streak = streak + 1 if why else 0
-            val_log.write({"step": step, "epoch": step / per_epoch, **metrics})
+            val_log.write({"step": step, "epoch": plan.epoch_float(step), **metrics})
             if writer:
                 for k, v in metrics.items():
                     writer.add_scalar(f"val/{k}", v, step)
@@ -326,7 +333,7 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
         return TrainingStopped(kind, f"{recipe.name}: stopped at step {step}: {why}; last good checkpoint: "
                                      f"{last_good or 'none yet'}")
 
-    first_epoch, first_batch = step // per_epoch, step % per_epoch
+    first_epoch, first_batch = plan.position(step)
     bar = None
     if d.main and progress:
         from tqdm.auto import tqdm
@@ -339,7 +346,7 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
         epoch = first_epoch
         t_iter = time.perf_counter()
         while step < total:
-            batches = epoch_batches(n, cfg.batch_size, epoch, cfg.seed, d.world)
+            batches = plan.batches(epoch)
             start = first_batch if epoch == first_epoch else 0
             loader = torch.utils.data.DataLoader(
                 recipe.dataset, batch_sampler=[dist.shard(b, d) for b in batches[start:]],
@@ -369,7 +376,7 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
                 step += 1
                 session_steps += 1
                 if d.main:
-                    row = {"step": step, "epoch": step / per_epoch, "time_s": time.perf_counter() - t_step,
+                    row = {"step": step, "epoch": plan.epoch_float(step), "time_s": time.perf_counter() - t_step,
                            "loss": float(loss.detach()), "grad_norm": float(grad_norm),
                            **{k: float(v) for k, v in logs.items()}, **{f"lr_{g['name']}": lr for g, lr in zip(groups, lrs)}}
                     if share is not None:
@@ -383,12 +390,12 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
                     if bar:
                         bar.update(1)
                         bar.set_postfix({k: f"{row[k]:.3g}" for k in ["loss", *logs][:7]})
-                end_of_epoch = step % per_epoch == 0
+                end_of_epoch = plan.position(step)[1] == 0
                 if step == total or (cfg.val_every and step % cfg.val_every == 0) or (not cfg.val_every and end_of_epoch):
                     validate()
                 if (step == total or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
                         or (cfg.checkpoint_every_epochs and end_of_epoch
-                            and (step // per_epoch) % cfg.checkpoint_every_epochs == 0)):
+                            and plan.position(step)[0] % cfg.checkpoint_every_epochs == 0)):
                     if streak == 0 or step == total:   # while routing looks collapsed, last.pt stays the good one
                         save_last()
                 if budget is not None:   # the whole iteration: data, step, validation, checkpoint and push
@@ -412,6 +419,51 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
             bar.close()
         if writer:
             writer.close()
+
+
+class EpochPlan:
+    """The batches of each epoch -- the recipe's own (``recipe.batches``) or permutations of the whole
+    dataset -- and where a step falls in them (epochs may differ in length: a curriculum)."""
+
+    def __init__(self, recipe: Recipe, n: int, cfg: LoopConfig, world: int):
+        self.custom = callable(getattr(recipe, "batches", None))
+        self._make = ((lambda e: recipe.batches(e, cfg.batch_size, cfg.seed, world)) if self.custom else
+                      (lambda e: epoch_batches(n, cfg.batch_size, e, cfg.seed, world)))
+        self._counts: list[int] = []
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, self._make(epoch))
+        return self._cache[1]
+
+    def count(self, epoch: int) -> int:
+        while len(self._counts) <= epoch:
+            k = len(self._counts)
+            self._counts.append(len(self.batches(k)))
+            if self._counts[-1] == 0 and k > 0:   # (an empty first epoch is reported by train)
+                raise ValueError(f"epoch {k} of the recipe's plan has no batch")
+        return self._counts[epoch]
+
+    def steps_in(self, epochs: int) -> int:
+        return sum(self.count(e) for e in range(epochs))
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, batch within it) of the step that follows ``step`` steps."""
+        epoch = 0
+        while step >= self.count(epoch):
+            step -= self.count(epoch)
+            epoch += 1
+        return epoch, step
+
+    def epoch_float(self, step: int) -> float:
+        epoch, batch = self.position(step)
+        return epoch + batch / self.count(epoch)
+
+    def lengths(self, total: int) -> list[int]:
+        """The batches of every epoch the run's ``total`` steps reach."""
+        last = self.position(max(total - 1, 0))[0]
+        return [self.count(e) for e in range(last + 1)]
 
 
 def _best(ck_dir: Path) -> Path | None:

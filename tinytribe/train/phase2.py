@@ -25,8 +25,6 @@ Recipes (``RECIPES``):
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import math
 import sys
 from dataclasses import dataclass, field
@@ -37,15 +35,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinytribe.config import ConfigError, apply_overrides, from_dict, to_dict
+from tinytribe.config import ConfigError
 from tinytribe.data.study import LoadedStudy
-from tinytribe.data.windows import StimulusWindow, make_stimulus_windows, window_item
-from tinytribe.formats import Checkpoint
+from tinytribe.data.windows import StimulusWindow, SubjectIndex, Window, make_stimulus_windows, window_item
 from tinytribe.model.config import ModelConfig
 from tinytribe.model.tinytribe import TinyTribe
 from tinytribe.spaces import PARCELLATIONS
-from tinytribe.train.loop import LoopConfig, TrainResult, pick_device, pick_precision, train
+from tinytribe.train import runs
 from tinytribe.train.losses.kd import SpaceReduction, kd_terms
+from tinytribe.train.runs import Preset, Run, start
 
 
 @dataclass
@@ -98,15 +96,6 @@ class KDConfig:
 TERMS = ("kd", "feature", "temporal", "multires", "aux")
 
 
-@dataclass
-class Preset:
-    """A named recipe: its KD settings and what it changes in the loop and the model."""
-
-    kd: KDConfig
-    loop: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
-
-
 RECIPES = {
     "phase2": Preset(KDConfig()),
     "sprint": Preset(KDConfig(window_s=50 * 1.49, weights={"kd": 0.7, "temporal": 0.2, "feature": 0.1, "aux": 0.01},
@@ -116,18 +105,20 @@ RECIPES = {
 }
 
 
-class _Windows(torch.utils.data.Dataset):
-    """Window items of several studies, by index (picklable for DataLoader workers)."""
+class Windows(torch.utils.data.Dataset):
+    """Window items of several studies, by index (picklable for DataLoader workers); ``subjects`` gives
+    fMRI windows their FiLM rows (:class:`~tinytribe.data.windows.SubjectIndex`)."""
 
-    def __init__(self, studies: list[LoadedStudy], windows: list[tuple[int, StimulusWindow]], lead_in_s: float):
-        self.studies, self.windows, self.lead_in_s = studies, windows, lead_in_s
+    def __init__(self, studies: list[LoadedStudy], windows: list[tuple[int, StimulusWindow | Window]],
+                 lead_in_s: float, subjects: SubjectIndex | None = None):
+        self.studies, self.windows, self.lead_in_s, self.subjects = studies, windows, lead_in_s, subjects
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, i: int) -> dict:
         si, w = self.windows[i]
-        return window_item(self.studies[si], w, lead_in_s=self.lead_in_s)
+        return window_item(self.studies[si], w, lead_in_s=self.lead_in_s, subjects=self.subjects)
 
 
 class KDRecipe:
@@ -153,8 +144,8 @@ class KDRecipe:
         if not windows:
             raise ValueError(f"no training windows in split {config.train_split!r} of "
                              f"{', '.join(st.study.name for st in studies)}")
-        self.dataset = _Windows(studies, windows, config.lead_in_s)
-        self.teacher = _one_teacher(studies, [w for _, w in windows])
+        self.dataset = Windows(studies, windows, config.lead_in_s)
+        self.teacher = one_teacher(studies, [w for _, w in windows])
         spaces = {st.study.space for st in studies}
         if len(spaces) > 1:
             raise ValueError(f"the studies' teachers are in different spaces ({', '.join(sorted(spaces))}): "
@@ -268,7 +259,7 @@ class KDRecipe:
         return out
 
 
-def _one_teacher(studies: list[LoadedStudy], windows: list[StimulusWindow]) -> dict | None:
+def one_teacher(studies: list[LoadedStudy], windows: list[StimulusWindow]) -> dict | None:
     """The teacher (id, revision) the windows' targets come from; two teachers are refused."""
     seen = {}
     for st in studies:
@@ -281,35 +272,6 @@ def _one_teacher(studies: list[LoadedStudy], windows: list[StimulusWindow]) -> d
         (a, wa), (b, wb) = list(seen.items())[:2]
         raise ValueError(f"training targets come from two teachers: {a[0]}@{a[1]} ({wa}) and {b[0]}@{b[1]} ({wb})")
     return {"id": next(iter(seen))[0], "revision": next(iter(seen))[1]} if seen else None
-
-
-SESSION_KEYS = ("device", "num_workers", "stop_after", "tensorboard", "precision", "compile")  # may change on resume
-
-
-@dataclass
-class Run:
-    """A Phase 2 run ready to train: the model, the recipe, the loop settings, and what setting it up said."""
-
-    model: TinyTribe
-    recipe: KDRecipe
-    loop: LoopConfig
-    run_dir: Path
-    resume: Path | None
-    notes: list[str]
-
-    def train(self, **kwargs) -> TrainResult:
-        return train(self.model, self.recipe, self.loop, self.run_dir, resume=self.resume, **kwargs)
-
-
-def _split_overrides(overrides: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {"model": [], "loop": [], "kd": []}
-    for o in overrides:
-        key = o.lstrip("-").split("=", 1)[0]
-        group = key.split(".", 1)[0]
-        if group not in out or "." not in key:
-            raise ConfigError(f"override {o!r}: expected --model.<key>=..., --loop.<key>=... or --kd.<key>=...")
-        out[group].append(o.lstrip("-")[len(group) + 1:])
-    return out
 
 
 def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase2", model: str | Path = "tiny-tribe-demo",
@@ -331,48 +293,12 @@ def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase2", model: 
         lazy: read the studies' caches window by window (corpora larger than memory).
     """
     from tinytribe.data.study import load_study
-    from tinytribe.model.checkpoint import load_partial, model_from_checkpoint
-    from tinytribe.model.config import get_config
 
-    if recipe not in RECIPES:
-        raise ConfigError(f"unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
     run_dir = Path(run_dir)
-    groups = _split_overrides(overrides or [])
-    preset = RECIPES[recipe]
-    notes: list[str] = []
-    last = run_dir / "checkpoints" / "last.pt"
-    resume_path = (last if last.is_file() else None) if resume == "auto" else (Path(resume) if resume else None)
+    s = start(run_dir, recipe, RECIPES, "kd", model=model, overrides=overrides or [], init_from=init_from,
+              resume=resume)
+    net, kd, loop, notes = s.model, s.config, s.loop, s.notes
     loaded = [st if isinstance(st, LoadedStudy) else load_study(st, lazy=lazy) for st in studies]
-    if resume_path is not None:
-        ck = Checkpoint.load(resume_path)
-        if ck.recipe != recipe:
-            raise ConfigError(f"{resume_path}: a {ck.recipe or ck.phase!r} run, not {recipe!r}: give another run_dir, "
-                              f"or start from its weights with init_from")
-        net = model_from_checkpoint(ck, resume_path)
-        kd = from_dict(KDConfig, ck.train_config["recipe"], where=f"{resume_path}: recipe config")
-        saved = dict(ck.train_config["loop"])
-        asked = apply_overrides(LoopConfig(), groups["loop"])   # this session's own settings, else the defaults
-        loop = dataclasses.replace(from_dict(LoopConfig, saved), **{k: getattr(asked, k) for k in SESSION_KEYS})
-        saved_cfg = {"model": net.config, "kd": kd, "loop": from_dict(LoopConfig, saved)}
-        ignored = [f"{g}.{o}" for g, cfg_g in saved_cfg.items() for o in groups[g]
-                   if o.split("=", 1)[0] not in SESSION_KEYS and apply_overrides(cfg_g, [o]) != cfg_g]
-        notes.append(f"resuming {resume_path} at step {ck.step} with its own model, recipe and loop settings"
-                     + (f" (ignored: {', '.join(ignored)}; a new run_dir starts a run with them)" if ignored else ""))
-    else:
-        loop = apply_overrides(from_dict(LoopConfig, preset.loop), groups["loop"])
-        kd = apply_overrides(preset.kd, groups["kd"])
-        cfg = get_config(model, [f"{k}={v}" for k, v in preset.model.items()] + groups["model"])
-        torch.manual_seed(loop.seed)   # the same initial weights for the same seed
-        net = TinyTribe(cfg)
-        if init_from:
-            ck = Checkpoint.load(init_from)
-            report = load_partial(net, ck.model_state)
-            notes.append(f"initialised from {init_from} ({ck.phase}, step {ck.step}): {report.line()}")
-            freeze = kd.freeze_embeddings if kd.freeze_embeddings is not None else ck.phase == "selfsup"
-            kd = dataclasses.replace(kd, init_from=str(init_from), freeze_embeddings=freeze)
-        else:
-            kd = dataclasses.replace(kd, freeze_embeddings=bool(kd.freeze_embeddings))
-    pick_precision(pick_device(loop.device), loop.precision)   # a precision this device lacks fails here, in one line
     rec = KDRecipe(loaded, net.config, kd, name=recipe)
     first = rec.dataset[0]
     width = first["teacher_acts"][kd.activation].shape[1] if kd.activation in first.get("teacher_acts", {}) else None
@@ -386,73 +312,16 @@ def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase2", model: 
     notes.append(f"{recipe}: {len(rec.dataset)} training windows of {kd.window_s:g} s from "
                  f"{', '.join(st.study.name for st in loaded)} (split {kd.train_split!r}); teacher "
                  f"{rec.teacher['id']}@{rec.teacher['revision']}" if rec.teacher else "")
-    return Run(net, rec, loop, run_dir, resume_path, notes)
+    return Run(net, rec, loop, run_dir, s.resume, notes)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tinytribe.train.phase2``: train Phase 2 (or the sprint) on studies' teacher outputs."""
-    p = argparse.ArgumentParser(prog="python -m tinytribe.train.phase2", description=__doc__.split("\n")[0],
-                                epilog="Settings: --model.<key>=value, --loop.<key>=value, --kd.<key>=value "
-                                       "(e.g. --loop.epochs=2 --kd.modality_dropout=0.1 --model.d_model=64).")
-    p.add_argument("--study", action="append", required=True, help="a study folder (repeat for several)")
-    p.add_argument("--run-dir", required=True, help="checkpoints and logs go here")
-    p.add_argument("--recipe", default="phase2", choices=sorted(RECIPES))
-    p.add_argument("--model", default="tiny-tribe-demo", help="model config name or JSON file (fresh runs)")
-    p.add_argument("--init", default=None, help="start from this checkpoint's weights (e.g. Phase 1)")
-    p.add_argument("--resume", default="auto", help="auto (continue run-dir's last.pt), none, or a checkpoint path")
-    p.add_argument("--budget-s", type=float, default=None, help="stop (resumably) after this many seconds")
-    p.add_argument("--lazy", action="store_true", help="read caches window by window (large corpora)")
-    p.add_argument("--sync-remote", default=None, help="restore the run folder from this remote first, push "
-                                                        "every checkpoint to it (folder:..., rclone:..., gdrive:...)")
-    p.add_argument("--no-progress", action="store_true")
+    p = runs.parser("python -m tinytribe.train.phase2", __doc__, "kd", RECIPES, "phase2")
     args, rest = p.parse_known_args(argv)
-    from tinytribe.budget import SessionBudget
-    from tinytribe.train import distributed as dist
-
-    d = dist.from_env()
-    device = pick_device(next((o.split("=", 1)[1] for o in rest if o.lstrip("-").startswith("loop.device=")), "auto"))
-    if d.active:   # join torchrun's process group first: the processes must agree on what they resume
-        dist.setup(device)
-        device = dist.device_for(device, d)
-    sync = None
-    if args.sync_remote and d.main:   # before setup, so that a run kept on the remote resumes
-        from tinytribe.sync import RunSync, open_remote
-
-        sync = RunSync(open_remote(args.sync_remote), args.run_dir, lease_s=600.0, heartbeat_s=60.0)
-        sync.acquire()
-        print(sync.restore().line("restored"))
-    dist.barrier(d)
-    error = None
-    try:
-        run = setup(args.study, args.run_dir, recipe=args.recipe, model=args.model, overrides=rest,
-                    init_from=args.init, resume=None if args.resume == "none" else args.resume, lazy=args.lazy)
-        start = Checkpoint.load(run.resume).step if run.resume else 0
-        if start != dist.broadcast([float(start)], d, device)[0]:
-            error = (f"process {d.rank} would resume at step {start}, process 0 elsewhere: give every process the "
-                     f"same run folder (shared storage), or restore it on every machine first")
-    except (ConfigError, ValueError, OSError) as e:
-        error = str(e)
-    if dist.any_true(error is not None, d, device):
-        print(f"error: {error or 'another process failed to set up'}", file=sys.stderr)
-        if sync:
-            sync.release()
-        dist.teardown(d)
-        return 2
-    if d.main:
-        for note in run.notes:
-            print(note)
-    budget = SessionBudget.starting_now(args.budget_s, reserve_s=0.0) if args.budget_s else None
-    try:
-        result = run.train(budget=budget, progress=not args.no_progress and d.main,
-                           after_checkpoint=(lambda: print(sync.push().line("pushed"))) if sync else None)
-    finally:
-        if sync:
-            print(sync.push().line("pushed"))
-            sync.release()
-        dist.teardown(d)
-    if d.main:
-        print(result.message)
-    return 0 if result.status in ("done", "budget") else 1
+    return runs.session(args, rest, lambda rest: setup(
+        args.study, args.run_dir, recipe=args.recipe, model=args.model, overrides=rest, init_from=args.init,
+        resume=None if args.resume == "none" else args.resume, lazy=args.lazy))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class SpaceReduction(nn.Module):
             self.register_buffer("counts", counts.float(), persistent=False)
 
     @classmethod
-    def between(cls, source: str, target: str) -> "SpaceReduction":
+    def between(cls, source: str, target: str) -> SpaceReduction:
         from tinytribe.spaces import reduction
 
         kind, index = reduction(source, target)
