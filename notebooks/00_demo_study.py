@@ -42,6 +42,7 @@ seed = 0
 space = "fsaverage4"  # the fMRI's space: fsaverage4 (the student's) or fsaverage5
 teacher_r = 0.87  # the demo teacher's r against the truth in responsive cortex (r / ceiling about 0.75)
 device = "cpu"  # for the feature backbones
+stories_root = "runs/demo_stories"  # the same runs as an audio+text study (Phase 3's study mixing); None: none
 
 # %%
 # Refuse misspelled, mistyped or unknown-choice parameters before any work.
@@ -178,3 +179,13 @@ fig.tight_layout()
 # %%
 print(f"demo study ready: {root} ({len(loaded.runs)} runs, {len(loaded.stimuli)} stimuli, teacher r "
       f"{teacher_r_by_region['all responsive']:.2f})")
+
+# %% [markdown]
+# ## 7. The same runs as a study without video
+# Phase 3 mixes studies: the design adds Lebel 2023's spoken stories (audio and text, no video) to a film
+# study at weight 0.3. `audio_text_copy` presents the demo's runs as such a study: its stimuli list only
+# text and audio (video is masked, never faked), and its subjects are other people to a model.
+
+# %%
+if stories_root:
+    print(f"audio+text study: {build.audio_text_copy(root, stories_root)}")

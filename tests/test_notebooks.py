@@ -256,3 +256,31 @@ def test_phase2_notebook_stops_on_its_budget_and_resumes(demo_study, tmp_path):
     assert ck.step == 30 and ck.recipe == "phase2" and ck.teacher["id"] == "tinytribe/demo-teacher"
     ledger = json.loads((tmp_path / "run" / "quota_ledger.json").read_text())
     assert [s["job"] for s in ledger["sessions"]] == ["phase2", "phase2"]
+
+
+@pytest.mark.notebook
+def test_phase3_notebook_mixes_studies_with_pseudo_labels_adapts_a_subject_and_fits_an_roi_head(demo_study, tmp_path):
+    from train.tiny import TINY
+
+    from tinytribe.data.demo.build import audio_text_copy
+    from tinytribe.formats import Checkpoint
+    from tinytribe.train import phase2
+
+    p2 = phase2.setup([demo_study], tmp_path / "p2", overrides=TINY + ["loop.max_steps=3"]).train(progress=False)
+    stories = audio_text_copy(demo_study, tmp_path / "stories")
+    executed = run_notebook("05_phase3_fmri", tmp_path / "exec", {
+        "study_dirs": [str(demo_study), str(stories)], "run_dir": str(tmp_path / "run"), "init_from": str(p2.last),
+        "max_steps": 6, "pseudo_min_score": -1.0, "adapt_minutes": [0.5, None], "adapt_steps": 50, "roi_epochs": 1,
+        "overrides": ["fmri.n_trs=10", "fmri.n_trs_late=20", "loop.val_every=3"]}, cwd=tmp_path)
+    text = _text_outputs(executed)
+    for part in ("pseudo-labels:", "(2 pseudo-labelled stimuli)", "6 subjects of tiny-tribe-demo, demo-stories",
+                 "backbones frozen", "finished 6 steps", "windows with a real teacher", "demo-stories, split 'val'",
+                 "r own FiLM", "tiny-tribe-demo/sub-04: FiLM row 6 fitted on", "teacher terms off for teacher outputs",
+                 "student (ROI head)", "early visual"):
+        assert part in text, part
+    nb = json.loads(executed.read_text())
+    assert sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", [])) >= 3
+    ck = Checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ck.recipe == "phase3" and ck.step == 6 and ["demo-stories", "sub-01"] in ck.config["subject_keys"]
+    assert ["tiny-tribe-demo", "sub-04"] not in ck.config["subject_keys"]   # held out, then adapted
+    assert Checkpoint.load(tmp_path / "run" / "adapted-sub-04.pt").phase == "adapt"

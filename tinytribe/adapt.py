@@ -128,9 +128,11 @@ def adapt_subject(checkpoint, study: LoadedStudy, subject: str, *, split: str = 
     old_keys = [list(k) for k in keys] if keys else [["", f"row-{i}"] for i in range(n_before)]   # rows without names
     model.config.subject_keys = old_keys + [list(key)]
     row = n_before
-    # the frozen representation of each window, once: only FiLM and the linear projection follow it
+    # Everything before FiLM is frozen and FiLM is affine, so each fMRI sample's prediction is
+    # proj(gamma * zbar + beta * s), with zbar the sample's overlap-weighted average of the frozen
+    # MLP output and s its weights' sum: computed once, the fit is a small matrix product per step.
     cortex = torch.as_tensor(scored.cortex, device=device)
-    cached = []
+    zbar, sums, targets = [], [], []
     with torch.no_grad():
         for w in windows:
             b = collate([window_item(scored, w, lead_in_s=lead_in_s)])
@@ -138,34 +140,34 @@ def adapt_subject(checkpoint, study: LoadedStudy, subject: str, *, split: str = 
                                                 b["available"].to(device),
                                                 masks={m: k.to(device) for m, k in b["masks"].items()})
             fused, _ = model.pool(tokens, step_mask)
-            h = model.hrf(fused)
+            head = model.head
+            z = torch.nn.functional.gelu(head.mlp(head.norm(model.hrf(fused))))[0]   # (T, D): what FiLM scales
             grid = b["grids"]["fmri"]
-            wts = overlap_weights(b["t0"].to(device), h.shape[1], model.config.feature_rate_hz,
-                                  TimeGrid(grid.times.to(device), grid.width_s))
-            cached.append((h, wts, b["fmri"].to(device).float(), b["fmri_valid"].to(device)))
+            wts = overlap_weights(b["t0"].to(device), z.shape[0], model.config.feature_rate_hz,
+                                  TimeGrid(grid.times.to(device), grid.width_s))[0]   # (N, T)
+            valid = b["fmri_valid"][0].to(device)
+            zbar.append((wts @ z)[valid])
+            sums.append(wts.sum(-1, keepdim=True)[valid])
+            targets.append(b["fmri"][0].to(device).float()[valid][:, cortex])
+    zbar, sums, targets = torch.cat(zbar), torch.cat(sums), torch.cat(targets)   # (R, D), (R, 1), (R, V_cortex)
+    weight = model.head.proj.weight[cortex]                                        # (V_cortex, D)
     g0, b0 = gamma.detach().clone(), beta.detach().clone()
     torch.manual_seed(seed)
     opt = torch.optim.Adam([gamma, beta], lr=lr)
-    subject_id = torch.tensor([row], device=device)
 
-    def loss_now() -> torch.Tensor:
-        total = 0.0
-        for h, wts, y, valid in cached:
-            pred = model.head.project(model.head.condition(h, subject_id), wts)   # (1, N, V)
-            err = (pred - y).pow(2)[..., cortex].mean(-1)
-            total = total + (err * valid).sum() / valid.sum()
-        fit = total / len(cached)
-        return fit, fit + prior * ((gamma - g0).pow(2).mean() + (beta - b0).pow(2).mean())
+    def fit() -> torch.Tensor:
+        pred = (gamma * zbar + beta * sums) @ weight.T   # (R, V_cortex)
+        return (pred - targets).pow(2).mean()
 
     with torch.no_grad():
-        start_loss = float(loss_now()[0])
+        start_loss = float(fit())
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        _, objective = loss_now()
+        objective = fit() + prior * ((gamma - g0).pow(2).mean() + (beta - b0).pow(2).mean())
         objective.backward()
         opt.step()
     with torch.no_grad():
-        end_loss = float(loss_now()[0])
+        end_loss = float(fit())
     tr = scored.runs[windows[0].run].tr_s
     report = AdaptReport(key=key, row=row, n_trs=used, minutes=used * tr / 60.0, steps=steps, loss_start=start_loss,
                          loss_end=end_loss, seconds=time.perf_counter() - t_start)
@@ -181,7 +183,7 @@ def save_adapted(model: torch.nn.Module, path: str | Path, report: AdaptReport) 
                                                                 "adapt_loss_end": report.loss_end})
 
 
-def roi_study(study_root: str | Path, out_root: str | Path, labels: np.ndarray, names: list[str], *,
+def roi_study(study_root: str | Path, out_root: str | Path, rois: dict[str, np.ndarray], *,
               name: str | None = None) -> Path:
     """Write a ``custom:N`` study whose runs are the ROI means of a vertex (or parcel) study's runs.
 
@@ -189,28 +191,30 @@ def roi_study(study_root: str | Path, out_root: str | Path, labels: np.ndarray, 
         study_root: the source study folder.
         out_root: the new study folder; it shares the source's stimuli (features, teacher outputs,
             media: paths relative to the new folder), splits and BOLD times.
-        labels: (V,) int, the ROI of each output of the source space (1..N; 0: in no ROI). Outputs on
-            the source's medial wall are left out of every mean.
-        names: the N ROIs' names (the study's ``output_names``).
+        rois: name -> (V,) bool, the outputs of the source space each ROI averages (ROIs may overlap:
+            :func:`tinytribe.eval.rois.named_rois`); outputs on the source's medial wall are left out.
         name: the new study's name (default: the source's with ``-rois``).
 
     Raises:
-        ValueError: labels of the wrong length, or an ROI with no output outside the medial wall.
+        ValueError: a mask of the wrong length, or an ROI with no output outside the medial wall.
     """
     from tinytribe._io import atomic_write
     from tinytribe.data.study import load_study
 
     src_root, out_root = Path(study_root), Path(out_root)
     src = Study.load(src_root)
-    labels = np.asarray(labels)
     medial = np.load(src_root / src.medial_wall) if src.medial_wall else np.zeros(src.n_outputs, bool)
-    if labels.shape != (src.n_outputs,):
-        raise ValueError(f"labels have shape {labels.shape}, the study's space {src.space} has {src.n_outputs} outputs")
+    names = list(rois)
+    members = []
+    for roi, mask in rois.items():
+        mask = np.asarray(mask, bool)
+        if mask.shape != (src.n_outputs,):
+            raise ValueError(f"ROI {roi!r}: mask of shape {mask.shape}, the study's space {src.space} has "
+                             f"{src.n_outputs} outputs")
+        if not (mask & ~medial).any():
+            raise ValueError(f"ROI {roi!r} has no output outside the medial wall")
+        members.append(np.flatnonzero(mask & ~medial))
     n = len(names)
-    members = [np.flatnonzero((labels == k + 1) & ~medial) for k in range(n)]
-    empty = [names[k] for k, m in enumerate(members) if not m.size]
-    if empty:
-        raise ValueError(f"ROI {empty[0]!r} has no output outside the medial wall")
     loaded = load_study(src_root, zscore=False, teacher=False)
 
     def rel(p: str | None) -> str | None:
@@ -273,3 +277,33 @@ def new_space(checkpoint: str | Path, study: str | Path | LoadedStudy, run_dir: 
         final = result["all"].best or result["all"].last
     result["checkpoint"] = final
     return result
+
+
+def adaptation_curve(checkpoint, study: LoadedStudy, subject: str, minutes: list[float | None], *,
+                     train_split: str = "train", eval_split: str = "val", steps: int = 300, device: str = "cpu",
+                     **kwargs) -> list[dict]:
+    """A new subject's held-out r (mean over cortex, on ``eval_split``) after fitting its FiLM vectors on
+    each of ``minutes`` of its ``train_split`` fMRI (None: all of it), beside the average subject's r
+    and the seconds each fit took. Rows: ``minutes``, ``n_trs``, ``r_adapted``, ``r_average``, ``seconds``."""
+    from tinytribe.eval import evaluate as E
+    from tinytribe.train.phase3 import to_model_space
+
+    base = _model(checkpoint, device)
+    scored = to_model_space(study, base.config.space)
+    sel = scored.split(eval_split)
+    mine = sel.subset([i for i in sel.runs if scored.runs[i].subject == subject])
+    if not len(mine):
+        raise ValueError(f"subject {subject!r} has no runs in split {eval_split!r} to score")
+
+    def r_of(model) -> float:
+        ev = E.score(scored, mine, {"m": E.student_predictions(scored, mine, model, device=device)})
+        return ev.mean(ev.r["m"])
+
+    average = r_of(base)
+    rows = []
+    for m in minutes:
+        model, rep = adapt_subject(base, study, subject, split=train_split, minutes=m, steps=steps, device=device,
+                                   **kwargs)
+        rows.append({"minutes": rep.minutes, "n_trs": rep.n_trs, "r_adapted": r_of(model), "r_average": average,
+                     "seconds": rep.seconds})
+    return rows

@@ -39,7 +39,8 @@ DETRENDS = (None, "linear", "polynomial", "cosine")
 
 SCHEMAS: dict[str, dict[str, P]] = {
     "00_demo_study": {"root": STR, "size": P((str,), ("small", "large")), "seed": INT,
-                      "space": P((str,), ("fsaverage4", "fsaverage5")), "teacher_r": FLOAT, "device": STR},
+                      "space": P((str,), ("fsaverage4", "fsaverage5")), "teacher_r": FLOAT, "device": STR,
+                      "stories_root": OPT_STR},
     "00_setup_and_plan": {"media_dir": OPT_STR, "run_dir": STR, "chunk_s": FLOAT, "plan_hours": FLOAT,
                           "sync_every_s": FLOAT, **SESSION},
     "01_extract_features": {"media_dir": OPT_STR, "run_dir": STR, "chunk_s": FLOAT,
@@ -53,6 +54,12 @@ SCHEMAS: dict[str, dict[str, P]] = {
     "04_phase2_kd": {"study_dirs": P((list,)), "run_dir": STR, "recipe": P((str,), ("phase2", "sprint")),
                      "model_config": STR, "epochs": OPT_INT, "max_steps": OPT_INT, "overrides": P((list,)),
                      "init_from": OPT_STR, "resume": OPT_STR, "lazy": BOOL, "device": STR, **SESSION},
+    "05_phase3_fmri": {"study_dirs": P((list,)), "study_weights": P((dict,)), "run_dir": STR,
+                       "recipe": P((str,), ("phase3", "sprint-fmri")), "model_config": OPT_STR, "init_from": OPT_STR,
+                       "epochs": OPT_INT, "max_steps": OPT_INT, "overrides": P((list,)), "hold_out_subject": OPT_STR,
+                       "pseudo_label": P((list,)), "pseudo_replace": BOOL, "pseudo_min_score": FLOAT,
+                       "adapt_minutes": P((list,)), "adapt_steps": P((int,), above=0), "roi_head": BOOL,
+                       "roi_epochs": P((int,), above=0), "resume": OPT_STR, "lazy": BOOL, "device": STR, **SESSION},
     "06_evaluate": {"study_dir": STR, "split": STR, "train_split": STR, "checkpoint": OPT_STR, "device": STR,
                     "ridge_iterations": INT, "ridge_bands": P((list, None)), "ridge_pooled": BOOL,
                     "low_level_bands": P((list,)), "detrend": P((str, None), DETRENDS),

@@ -242,3 +242,21 @@ def test_config_errors_name_the_key(tmp_path):
     feats, avail, t0 = make_batch(model.config, B=1, T=20)
     with pytest.raises(ValueError, match="longer than max_steps=16"):
         model(feats, avail, t0, {"g": grid_for(t0, 20)})
+
+
+def test_modality_dropout_never_leaves_a_window_with_only_silent_modalities():
+    """Text is available but has no word in the window; dropout must keep video (which has content),
+    or the window would have no token at all."""
+    from tinytribe.model import create_model
+
+    model = create_model("tiny-tribe-demo", ["model.d_model=32", "model.proj_hidden=32", "model.expert_hidden=32",
+                                             "model.n_heads=2", "model.n_layers=1", "model.local_layers=1"]).train()
+    T = 12
+    feats = {m: torch.randn(1, T, d) for m, d in zip(("text", "audio", "video"), model.config.input_dims)}
+    masks = {"text": torch.zeros(1, T, dtype=torch.bool), "audio": torch.zeros(1, T, dtype=torch.bool),
+             "video": torch.ones(1, T, dtype=torch.bool)}
+    available = torch.tensor([[True, False, True]])
+    torch.manual_seed(0)
+    for _ in range(20):
+        _, step_mask, aux = model.encode(feats, available, masks=masks, p_modality_dropout=0.99)
+        assert step_mask[0, :, 2].all() and float(aux["aux_loss"]) > 0

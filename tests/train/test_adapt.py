@@ -41,19 +41,30 @@ def test_a_new_subject_learns_only_its_film_vectors(demo_study, fmri_checkpoint)
     film = model.head.film
     assert film.gamma_new.shape == (1, model.config.d_model)
     assert not torch.equal(film.gamma_new, film.gamma.mean(0, keepdim=True))   # it moved from the average
+    # the fit's shortcut (FiLM is affine after a frozen network) is the model's own forward pass
+    windows, n = adapt.subject_windows(study, "sub-04", minutes=0.5, n_trs=50)
+    errs = []
+    with torch.no_grad():
+        for w in windows:
+            b = collate([window_item(study, w)])
+            out = model.eval()(b["features"], b["available"], b["t0"], b["grids"], subject=torch.tensor([rep.row]),
+                               masks=b["masks"])
+            k = b["fmri_valid"][0]
+            errs.append((out.responses["fmri"][0][k] - b["fmri"][0][k].float())[:, torch.as_tensor(study.cortex)].pow(2))
+    assert float(torch.cat(errs).mean()) == pytest.approx(rep.loss_end, rel=1e-4)
     with pytest.raises(ValueError, match="already has FiLM row 0"):
         adapt.adapt_subject(fmri_checkpoint, study, "sub-01", minutes=0.5, steps=1)
 
 
 def test_roi_study_holds_roi_means_and_a_new_space_keeps_the_fusion_model(demo_study, fmri_checkpoint, tmp_path):
     src = load_study(demo_study, zscore=False, teacher=False)
-    labels = np.zeros(src.study.n_outputs, int)
-    labels[:100], labels[100:250] = 1, 2
-    root = adapt.roi_study(demo_study, tmp_path / "rois", labels, ["first", "second"])
+    first, second = np.zeros(src.study.n_outputs, bool), np.zeros(src.study.n_outputs, bool)
+    first[:100], second[50:250] = True, True   # ROIs may overlap
+    root = adapt.roi_study(demo_study, tmp_path / "rois", {"first": first, "second": second})
     rois = load_study(root, zscore=False)
     assert rois.study.space == "custom:2" and rois.study.output_names == ["first", "second"]
     keep = ~src.medial_wall
-    want = np.stack([src.runs[0].fmri[:, (labels == 1) & keep].mean(1), src.runs[0].fmri[:, (labels == 2) & keep].mean(1)], 1)
+    want = np.stack([src.runs[0].fmri[:, first & keep].mean(1), src.runs[0].fmri[:, second & keep].mean(1)], 1)
     np.testing.assert_allclose(rois.runs[0].fmri, want, rtol=1e-5)
     assert rois.stimuli[src.runs[0].stimulus].teacher is not None   # the stimuli are shared, teacher outputs too
 

@@ -3,10 +3,6 @@ study mixing, exact resume across the curriculum switch, pseudo-labels, and the 
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,22 +15,6 @@ from tinytribe.train.logs import read_log
 from tinytribe.train.losses.fmri import combine, full_weight
 
 SHORT = ["fmri.n_trs=10", "fmri.n_trs_late=20", "fmri.curriculum_epochs=2", "loop.device=cpu"]
-
-
-def derived_study(src: Path, dst: Path, name: str, modalities: list[str]) -> Path:
-    """The demo's runs and stimuli as another study (another name: other people), with fewer modalities
-    (an audio+text story study, like Lebel 2023)."""
-    data = json.loads((src / "study.json").read_text())
-    rel = lambda p: None if p is None else os.path.relpath(src / p, dst)  # noqa: E731
-    for s in data["stimuli"].values():
-        s.update(features=rel(s["features"]), teacher=[rel(t) for t in s["teacher"]], modalities=modalities,
-                 media=rel(s.get("media")), words=rel(s.get("words")))
-    for r in data["runs"]:
-        r.update(fmri=rel(r["fmri"]), bold_times=rel(r.get("bold_times")))
-    data.update(name=name, medial_wall=rel(data["medial_wall"]))
-    dst.mkdir(parents=True)
-    (dst / "study.json").write_text(json.dumps(data))
-    return dst
 
 
 def test_terms_are_renormalised_per_window_and_corpus_windows_keep_their_weights():
@@ -114,7 +94,9 @@ def test_dropout_schedule_follows_the_design():
 
 def test_studies_mix_by_weight_an_audio_text_study_trains_and_spaces_must_agree(demo_study, story_study, tmp_path,
                                                                                 tiny):
-    stories = derived_study(demo_study, tmp_path / "stories", "stories", ["text", "audio"])
+    from tinytribe.data.demo.build import audio_text_copy
+
+    stories = audio_text_copy(demo_study, tmp_path / "stories", name="stories")
     run = phase3.setup([demo_study, stories], tmp_path / "mix", overrides=tiny + SHORT + [
         "loop.max_steps=4", 'fmri.study_weights={"stories": 0.3}'])
     rec = run.recipe

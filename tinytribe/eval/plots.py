@@ -196,7 +196,7 @@ def plot_training(train_log: dict[str, np.ndarray], val_log: dict[str, np.ndarra
     """
     import matplotlib.pyplot as plt
 
-    terms = terms or [t for t in ("loss", "kd", "feature", "temporal", "multires", "aux", "fmri", "teacher_reg",
+    terms = terms or [t for t in ("loss", "kd", "feature", "temporal", "multires", "aux", "fmri", "teacher", "pseudo",
                                   "masked", "contrastive", "next") if t in train_log]
     val = val_log if val_log and len(val_log.get("step", [])) else None
     fig, axes = plt.subplots(1, 4 if val else 1, figsize=(14 if val else 5, 3.2), squeeze=False)
@@ -233,5 +233,50 @@ def plot_training(train_log: dict[str, np.ndarray], val_log: dict[str, np.ndarra
             ax.axhline(0.7, ls="--", color="grey", lw=1)
         ax.set(xlabel="step", title=f"routing{f' (E = {n_experts})' if n_experts else ''}")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_subject_monitors(val_log: dict[str, np.ndarray]):
+    """Phase 3's monitors over validations: r against fMRI per subject (``r_<subject>``), the
+    teacher-consistency MSE (it should not climb: a climb means fitting fMRI noise), and each
+    subject's FiLM gamma deviation from 1 (they should grow apart: all ~0 means FiLM is not
+    learning subject differences)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.2))
+    steps = val_log["step"]
+    subjects = [k[2:] for k in val_log if k.startswith("r_") and k not in ("r_fmri", "r_teacher")]
+    for s in subjects:
+        axes[0].plot(steps, val_log[f"r_{s}"], "o-", ms=3, lw=1, label=s)
+    if "r_fmri" in val_log:
+        axes[0].plot(steps, val_log["r_fmri"], "k-", lw=2, label="mean")
+    axes[0].set(xlabel="step", ylabel="mean r", title="validation r vs fMRI, per subject")
+    axes[0].legend(fontsize=6, ncol=2)
+    if "teacher_mse" in val_log:
+        axes[1].plot(steps, val_log["teacher_mse"], "o-", color="tab:red")
+    axes[1].set(xlabel="step", ylabel="MSE", title="teacher consistency (should not spike)")
+    for k in (k for k in val_log if k.startswith("film_gamma_dev_") and k != "film_gamma_dev_max"):
+        axes[2].plot(steps, val_log[k], "-", lw=1, label=k[len("film_gamma_dev_"):])
+    axes[2].set(xlabel="step", ylabel="RMS(gamma - 1)", title="FiLM gamma per subject (should grow apart)")
+    axes[2].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_adaptation(rows: list[dict]):
+    """A new subject's held-out r against the minutes of its fMRI the FiLM vectors were fitted on, beside
+    the average-subject prediction (rows: ``minutes``, ``r_adapted``, ``r_average``, ``seconds``)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    m = [r["minutes"] for r in rows]
+    ax.plot(m, [r["r_adapted"] for r in rows], "o-", label="own FiLM vectors")
+    ax.axhline(rows[0]["r_average"], ls="--", color="grey", label="average subject")
+    for r in rows:
+        ax.annotate(f"{r['seconds']:.1f} s", (r["minutes"], r["r_adapted"]), fontsize=7, xytext=(3, -10),
+                    textcoords="offset points")
+    ax.set(xlabel="minutes of the subject's fMRI", ylabel="held-out mean r", title="a new subject")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -83,7 +83,7 @@ class TinyTribe(nn.Module):
                 such tokens are zero before the motion filter, are never attended to, skip the experts
                 and are left out of the pooling. None: every step of an available modality counts.
             p_modality_dropout: in training, drop each available modality of a sample with this
-                probability (never all of them).
+                probability (never all of those with content in the window).
             router_temperature: MoE router temperature.
 
         Returns:
@@ -109,7 +109,13 @@ class TinyTribe(nn.Module):
         if not available.any(dim=1).all():
             raise ValueError("every sample needs at least one available modality")
         if self.training and p_modality_dropout > 0:
-            available = modality_dropout(available, p_modality_dropout)
+            # drop among the modalities with content in this window: a window whose only kept modality is
+            # a silent one (a transcript with no word in it) would have no token at all
+            content = available.clone()
+            for i, m in enumerate(MODALITIES):
+                if masks is not None and m in masks:
+                    content[:, i] &= masks[m].to(available.device).bool().any(dim=1)
+            available = modality_dropout(content, p_modality_dropout) | (available & ~content)
         T = max(features[m].shape[1] for m in MODALITIES)
         if T > self.config.trained_steps > 0 and not self.training:
             warnings.warn(f"a window of {T} steps is longer than the longest trained one ({self.config.trained_steps}): "

@@ -274,7 +274,7 @@ def one_teacher(studies: list[LoadedStudy], windows: list[StimulusWindow]) -> di
     return {"id": next(iter(seen))[0], "revision": next(iter(seen))[1]} if seen else None
 
 
-def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase2", model: str | Path = "tiny-tribe-demo",
+def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase2", model: str | Path | None = None,
           overrides: list[str] | None = None, init_from: str | Path | None = None, resume: str | Path | None = "auto",
           lazy: bool = False) -> Run:
     """Everything a Phase 2 run needs, fresh or resumed.
@@ -283,7 +283,7 @@ def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase2", model: 
         studies: study folders (or loaded studies): their training splits' teacher outputs are the targets.
         run_dir: the run folder (checkpoints, logs).
         recipe: a name in ``RECIPES``.
-        model: a model config name or JSON file (fresh runs).
+        model: a model config name or JSON file (fresh runs; None: ``init_from``'s sizes, else ``tiny-tribe-demo``).
         overrides: ``model.<key>=...``, ``loop.<key>=...``, ``kd.<key>=...`` settings.
         init_from: start from this checkpoint's weights (a Phase 1 checkpoint, or an earlier KD run),
             loading the tensors that fit (:func:`~tinytribe.model.checkpoint.load_partial`).

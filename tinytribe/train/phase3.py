@@ -533,7 +533,7 @@ def subject_index(studies: list[LoadedStudy], exclude: list[str]) -> SubjectInde
     return index
 
 
-def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase3", model: str | Path = "tiny-tribe-demo",
+def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase3", model: str | Path | None = None,
           overrides: list[str] | None = None, init_from: str | Path | None = None, resume: str | Path | None = "auto",
           lazy: bool = False) -> Run:
     """Everything a Phase 3 run needs, fresh or resumed (arguments as :func:`tinytribe.train.phase2.setup`;

@@ -17,9 +17,11 @@ import torch
 
 from tinytribe.config import ConfigError, apply_overrides, from_dict
 from tinytribe.formats import Checkpoint
+from tinytribe.model.config import ModelConfig
 from tinytribe.model.tinytribe import TinyTribe
 from tinytribe.train.loop import LoopConfig, TrainResult, pick_device, pick_precision, train
 
+DEFAULT_MODEL = "tiny-tribe-demo"
 SESSION_KEYS = ("device", "num_workers", "stop_after", "tensorboard", "precision", "compile")  # may change on resume
 
 
@@ -72,7 +74,7 @@ def split_overrides(overrides: list[str], group: str) -> dict[str, list[str]]:
     return out
 
 
-def start(run_dir: Path, recipe: str, recipes: dict[str, Preset], group: str, *, model: str | Path,
+def start(run_dir: Path, recipe: str, recipes: dict[str, Preset], group: str, *, model: str | Path | None,
           overrides: list[str], init_from: str | Path | None, resume: str | Path | None,
           prepare: Callable[[TinyTribe], None] | None = None) -> Start:
     """Resolve a run's settings and build its model.
@@ -80,7 +82,7 @@ def start(run_dir: Path, recipe: str, recipes: dict[str, Preset], group: str, *,
     Resuming (``resume="auto"`` and ``run_dir/checkpoints/last.pt`` exists, or a path) keeps the model,
     recipe and loop settings the checkpoint was made with: only ``SESSION_KEYS`` of the loop may change,
     other overrides are reported as ignored. A fresh run takes the preset, the overrides and
-    ``model``'s config; ``init_from`` loads the tensors of that checkpoint that fit
+    ``model``'s config (None: the config of ``init_from``'s checkpoint, else ``tiny-tribe-demo``); ``init_from`` loads the tensors of that checkpoint that fit
     (:func:`~tinytribe.model.checkpoint.load_partial`) after ``prepare(model)`` (which may resize it:
     its subjects, its outputs), and records ``init_from`` in the recipe settings.
     """
@@ -95,7 +97,7 @@ def start(run_dir: Path, recipe: str, recipes: dict[str, Preset], group: str, *,
     notes: list[str] = []
     last = run_dir / "checkpoints" / "last.pt"
     resume_path = (last if last.is_file() else None) if resume == "auto" else (Path(resume) if resume else None)
-    init = None
+    init: Checkpoint | None = None
     if resume_path is not None:
         ck = Checkpoint.load(resume_path)
         if ck.recipe != recipe:
@@ -114,13 +116,18 @@ def start(run_dir: Path, recipe: str, recipes: dict[str, Preset], group: str, *,
     else:
         loop = apply_overrides(from_dict(LoopConfig, preset.loop), groups["loop"])
         cfg = apply_overrides(preset.recipe, groups[group])
-        net_cfg = get_config(model, [f"{k}={v}" for k, v in preset.model.items()] + groups["model"])
+        model_overrides = [f"{k}={v}" for k, v in preset.model.items()] + groups["model"]
+        if model is None and init_from:   # the sizes of the checkpoint it starts from
+            init = Checkpoint.load(init_from)
+            net_cfg = apply_overrides(from_dict(ModelConfig, init.config, where=f"{init_from}: config"), model_overrides)
+        else:
+            net_cfg = get_config(model or DEFAULT_MODEL, model_overrides)
         torch.manual_seed(loop.seed)   # the same initial weights for the same seed
         net = TinyTribe(net_cfg)
         if prepare is not None:
             prepare(net)
         if init_from:
-            init = Checkpoint.load(init_from)
+            init = init or Checkpoint.load(init_from)
             report = load_partial(net, init.model_state)
             notes.append(f"initialised from {init_from} ({init.phase}, step {init.step}): {report.line()}")
             freeze = cfg.freeze_embeddings if cfg.freeze_embeddings is not None else init.phase == "selfsup"
@@ -139,7 +146,8 @@ def parser(prog: str, doc: str, group: str, recipes: dict[str, Preset], default:
     p.add_argument("--study", action="append", required=True, help="a study folder (repeat for several)")
     p.add_argument("--run-dir", required=True, help="checkpoints and logs go here")
     p.add_argument("--recipe", default=default, choices=sorted(recipes))
-    p.add_argument("--model", default="tiny-tribe-demo", help="model config name or JSON file (fresh runs)")
+    p.add_argument("--model", default=None, help="model config name or JSON file (fresh runs; default: --init's "
+                                                 "sizes, else tiny-tribe-demo)")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights")
     p.add_argument("--resume", default="auto", help="auto (continue run-dir's last.pt), none, or a checkpoint path")
     p.add_argument("--budget-s", type=float, default=None, help="stop (resumably) after this many seconds")

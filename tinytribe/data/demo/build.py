@@ -183,3 +183,29 @@ def attach_teacher(root: str | Path, manifest_path: str | Path) -> dict[str, flo
 
 def load_demo_info(root: str | Path) -> dict:
     return json.loads((Path(root) / "demo.json").read_text())
+
+
+def audio_text_copy(root: str | Path, out: str | Path, *, name: str = "demo-stories") -> Path:
+    """The demo study's runs presented as a second study without video -- the shape of Lebel 2023's
+    spoken stories beside a film study, for Phase 3's study mixing. It shares the demo's files (paths
+    relative to ``out``); its subjects are other people to a model (keys (``name``, subject)), though
+    their simulated runs are the demo's own."""
+    import os
+
+    root, out = Path(root), Path(out)
+    study = Study.load(root)
+
+    def rel(p: str | None) -> str | None:
+        return None if p is None else os.path.relpath(root / p, out)
+
+    stimuli = {sid: StudyStimulus(duration_s=s.duration_s, features=rel(s.features), teacher=[rel(t) for t in s.teacher],
+                                  modalities=["text", "audio"], words=rel(s.words), media=rel(s.media))
+               for sid, s in study.stimuli.items()}
+    runs = [StudyRun(subject=r.subject, stimulus=r.stimulus, fmri=rel(r.fmri), tr_s=r.tr_s, first_bold_s=r.first_bold_s,
+                     bold_times=rel(r.bold_times), repeat=r.repeat) for r in study.runs]
+    copy = Study(name=name, space=study.space, subjects=list(study.subjects), stimuli=stimuli, runs=runs,
+                 splits=study.splits, medial_wall=rel(study.medial_wall), output_names=study.output_names,
+                 provenance=provenance())
+    out.mkdir(parents=True, exist_ok=True)
+    copy.save(out)
+    return out
