@@ -91,16 +91,17 @@ def main() -> None:
         p3 = train_p3(study, "p3-heldout", p2, [f'fmri.exclude_subjects=["{subject}"]'])
         base, _ = load_checkpoint(p3)
         mine = test.subset([i for i in test.runs if study.runs[i].subject == subject])
-        avg = test_r(study, base, mine, mask)
+        avg = (*test_r(study, base, mine, mask), adapt.heldout_mse(study, mine, E.student_predictions(study, mine, base)))
         rows = []
         for minutes in [*args.minutes, None]:
             model, rep = adapt.adapt_subject(base, study, subject, minutes=minutes)
             r = test_r(study, model, mine, mask)
+            mse = adapt.heldout_mse(study, mine, E.student_predictions(study, mine, model))
             rows.append({"minutes": rep.minutes, "n_trs": rep.n_trs, "r_cortex": r[0], "r_responsive": r[1],
-                         "seconds": rep.seconds})
+                         "mse_cortex": mse, "seconds": rep.seconds})
             print(json.dumps({"part": "subject", **rows[-1]}), flush=True)
         out["subject"] = {"subject": subject, "phase3_s": time.perf_counter() - t0, "average_r_cortex": avg[0],
-                          "average_r_responsive": avg[1], "curve": rows,
+                          "average_r_responsive": avg[1], "average_mse_cortex": avg[2], "curve": rows,
                           "film_numbers": 2 * base.config.d_model}
         print(json.dumps({"part": "subject", "average": avg}), flush=True)
     if "space" in args.parts:

@@ -202,7 +202,9 @@ if result.status == "done" and best_path is not None:
 # %% [markdown]
 # ## A new subject
 # Everything frozen; the held-out subject gets its own FiLM scale and shift (2 × d_model numbers), fitted on
-# the first minutes of its training runs, then scored on its val runs beside the average subject.
+# the first minutes of its training runs, then scored on its val runs beside the average subject (which
+# training never scored it on: a held-out subject does not choose the checkpoint). Pearson r ignores a
+# vertex's gain and offset, which is much of what a FiLM row changes; the held-out MSE shows those.
 
 # %%
 from tinytribe import adapt
@@ -210,10 +212,10 @@ from tinytribe.eval.plots import plot_adaptation
 
 if hold_out_subject and result.status == "done":
     curve = adapt.adaptation_curve(best_path, first, hold_out_subject, adapt_minutes, steps=adapt_steps, device=dev)
-    print(f"{'minutes':>8}{'TRs':>6}{'r own FiLM':>12}{'r average':>11}{'seconds':>9}")
+    print(f"{'minutes':>8}{'TRs':>6}{'r own FiLM':>12}{'r average':>11}{'MSE own':>9}{'MSE average':>13}{'seconds':>9}")
     for row in curve:
         print(f"{row['minutes']:>8.1f}{row['n_trs']:>6}{row['r_adapted']:>12.3f}{row['r_average']:>11.3f}"
-              f"{row['seconds']:>9.1f}")
+              f"{row['mse_adapted']:>9.3f}{row['mse_average']:>13.3f}{row['seconds']:>9.1f}")
     fig3 = plot_adaptation(curve)
     adapted, report = adapt.adapt_subject(best_path, first, hold_out_subject, minutes=adapt_minutes[-1],
                                           steps=adapt_steps, device=dev)

@@ -344,8 +344,9 @@ class WindowSampler:
     def epoch_batches(self, epoch: int, batch_size: int, *, min_batch: int = 1) -> list[list[tuple[str, Any]]]:
         """One epoch as batches that each hold windows of one study (studies differ in TR).
 
-        A study of weight ``w`` gives ``round(w x its windows)`` windows to the epoch (1: each once; 0.3:
-        30 % of them, a different subset each epoch; 2: each twice), in an order fixed by (seed, epoch).
+        A study of weight ``w`` gives ``w x its windows`` windows to the epoch (1: each once; 0.3: 30 % of
+        them, a different subset each epoch; 2: each twice; a fraction is rounded up with its own
+        probability, so one window at 0.3 is in 30 % of the epochs), in an order fixed by (seed, epoch).
         A study's last batch is kept when it holds at least ``min_batch`` windows (the number of
         processes); the batches of all studies are shuffled together.
         """
@@ -353,7 +354,8 @@ class WindowSampler:
         batches = []
         for name, w in zip(self.names, self.weights):
             pool = self.windows[name]
-            n = int(round(w * len(pool)))
+            expected = w * len(pool)   # rounded at random, so a small study at a small weight still trains
+            n = int(expected) + int(rng.random() < expected - int(expected))
             order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // len(pool)))])[:n] if n else []
             picked = [(name, pool[i]) for i in order]
             batches += [b for b in (picked[i:i + batch_size] for i in range(0, n, batch_size)) if len(b) >= min_batch]

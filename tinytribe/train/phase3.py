@@ -232,10 +232,17 @@ class FMRIRecipe:
         c = config
         self.name, self.config = name, c
         space = model.config.space
-        self.studies = [to_model_space(st, space) for st in studies]
         self.heads = nn.ModuleDict()
         self.notes: list[str] = [("backbones frozen: features come from the caches (backbone unfreezing is not "
                                   "part of this recipe)")]
+        self.pseudo_ids: set[str] = set()
+        self.studies = [self._screen_pseudo_labels(to_model_space(st, space)) for st in studies]
+        known = {s for st in self.studies for s in st.subjects} | {f"{st.study.name}/{s}" for st in self.studies
+                                                                  for s in st.subjects}
+        typo = [k for k in c.exclude_subjects if k not in known]
+        if typo:
+            raise ConfigError(f"fmri.exclude_subjects: no subject {typo[0]!r} in "
+                              f"{', '.join(st.study.name for st in self.studies)}")
         self.subjects = subject_index(self.studies, c.exclude_subjects)
         unknown = set(c.study_weights) - {st.study.name for st in self.studies}
         if unknown:
@@ -244,7 +251,6 @@ class FMRIRecipe:
         # windows: every curriculum length, fMRI runs and (pseudo-labelled) corpus stimuli
         self._windows: list[tuple[int, Any]] = []
         self._groups: dict[int, dict[str, list[int]]] = {}
-        self.pseudo_ids: set[str] = set()
         lengths = sorted({c.n_trs, c.n_trs_late} if c.curriculum_epochs > 0 else {c.n_trs_late})
         corpus = self._corpus_stimuli()
         for n_trs in lengths:
@@ -309,19 +315,33 @@ class FMRIRecipe:
                 sid = _stimulus(part)
                 if sid in scanned or st.stimuli[sid].teacher is None:
                     continue
-                origin = pseudo_origin(st, sid)
-                if origin is None and c.corpus == "pseudo":
+                if sid not in self.pseudo_ids and c.corpus == "pseudo":
                     continue
-                if origin is not None:
-                    score = float(origin.get("score", math.nan))
-                    if not score >= c.pseudo_min_score:
-                        self.notes.append(f"pseudo-labels of {st.study.name}/{sid} left out: their student's "
-                                          f"validation score {score:.3f} is below pseudo_min_score "
-                                          f"{c.pseudo_min_score:g}")
-                        continue
-                    self.pseudo_ids.add(sid)
                 out.setdefault(si, []).append(part)
         return out
+
+    def _screen_pseudo_labels(self, study: LoadedStudy) -> LoadedStudy:
+        """The study without pseudo-labels that may not train: those of a student whose recorded
+        validation score is below ``pseudo_min_score``, and any outside the training split (validation
+        compares with the real teacher only). Their stimuli keep no teacher outputs; the notes say so."""
+        c = self.config
+        train = ({_stimulus(p) for p in study.split_parts(c.train_split)} if c.train_split in study.study.splits
+                 else set())
+        stimuli = dict(study.stimuli)
+        for sid in sorted(study.stimuli):
+            origin = pseudo_origin(study, sid)
+            if origin is None:
+                continue
+            score = float(origin.get("score", math.nan))
+            why = (f"their student's validation score {score:.3f} is below pseudo_min_score {c.pseudo_min_score:g}"
+                   if not score >= c.pseudo_min_score else
+                   None if sid in train else f"{sid} is not in the training split {c.train_split!r}")
+            if why:
+                self.notes.append(f"pseudo-labels of {study.study.name}/{sid} left out: {why}")
+                stimuli[sid] = dataclasses.replace(stimuli[sid], teacher=None)
+            else:
+                self.pseudo_ids.add(sid)
+        return dataclasses.replace(study, stimuli=stimuli)
 
     def _steps(self, i: int) -> int:
         si, w = self._windows[i]
@@ -446,6 +466,8 @@ class FMRIRecipe:
         r_all, mse, rows, shares = [], [], [], []
         for st, teacher_parts in self.val:
             sel = st.split(c.val_split) if c.val_split in st.study.splits else None
+            if sel is not None:   # the held-out subjects are not scored: they must not choose the checkpoint
+                sel = sel.subset([i for i in sel.runs if not _excluded(c.exclude_subjects, st, st.runs[i].subject)])
             if sel is not None and len(sel):
                 ev = E.score(st, sel, {"student": E.student_predictions(st, sel, model, device=device,
                                                                         n_trs=c.n_trs_late)})
@@ -471,7 +493,7 @@ class FMRIRecipe:
                               f"{low:.3f}: the model may be fitting fMRI noise -- increase the teacher weight "
                               f"(--fmri.weights.teacher=...)", stacklevel=2)
             self._teacher_mse_low = min(low, out["teacher_mse"])
-        out |= film_spread(model, self.subjects.keys)
+        out |= film_spread(model, self.subjects.keys, with_study=len(self.studies) > 1)
         self._validations += 1
         if out["film_gamma_dev_max"] < 1e-3 and "head" in c.train and self._validations == 3:   # once, after a while
             warnings.warn(f"{self.name}: every subject's FiLM gamma is still ~1 (largest deviation "
@@ -481,15 +503,23 @@ class FMRIRecipe:
         return out
 
 
-def film_spread(model: TinyTribe, keys: list[tuple[str, str]]) -> dict[str, float]:
-    """Per subject, the RMS deviation of its FiLM gamma from 1 (``film_gamma_dev_<subject>``), their
-    largest (``film_gamma_dev_max``), and the spread of gamma across subjects (``film_gamma_spread``)."""
+def film_spread(model: TinyTribe, keys: list[tuple[str, str]], *, with_study: bool = False) -> dict[str, float]:
+    """Per subject, the RMS deviation of its FiLM gamma from 1 (``film_gamma_dev_<subject>``, or
+    ``..._<study>/<subject>`` with several studies), their largest (``film_gamma_dev_max``), and the
+    spread of gamma across subjects (``film_gamma_spread``)."""
     g = model.head.film.gamma.detach().float().cpu()
     dev = (g - 1).pow(2).mean(1).sqrt()
-    out = {f"film_gamma_dev_{k[1]}": float(v) for k, v in zip(keys, dev)}
+    out = {f"film_gamma_dev_{f'{k[0]}/{k[1]}' if with_study else k[1]}": float(v) for k, v in zip(keys, dev)}
     out["film_gamma_dev_max"] = float(dev.max()) if dev.numel() else 0.0
     out["film_gamma_spread"] = float(g.std(0).mean()) if g.shape[0] > 1 else 0.0
     return out
+
+
+def _width(tc, name: str) -> int:
+    """Values per row of a teacher activation (read from its first row: lazy caches hold no arrays)."""
+    first = np.zeros(tc.activation_times_s[name].size, bool)
+    first[:1] = True
+    return int(tc.take_activation(name, first).shape[1])
 
 
 def _stimulus(part) -> str:
@@ -504,12 +534,15 @@ def _study_tr(study: LoadedStudy, studies: list[LoadedStudy]) -> float:
 
 
 def with_pseudo_labels(study: LoadedStudy, config: FMRIConfig) -> LoadedStudy:
-    """``study`` with the pseudo-labels of ``config.pseudo_labels`` whose stimuli it holds."""
+    """``study`` with the pseudo-labels of ``config.pseudo_labels`` whose stimuli it holds, on its training
+    split's stimuli only (validation compares with the real teacher)."""
     from tinytribe.train.pseudo import pseudo_stimuli, use_pseudo_labels
 
+    train = ({_stimulus(p) for p in study.split_parts(config.train_split)} if config.train_split in study.study.splits
+             else set())
     for path in config.pseudo_labels:
         if pseudo_stimuli(path) and pseudo_stimuli(path) <= set(study.stimuli):
-            study = use_pseudo_labels(study, path, replace=config.pseudo_replace)
+            study = use_pseudo_labels(study, path, replace=config.pseudo_replace, only=train)
     return study
 
 
@@ -564,11 +597,11 @@ def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase3", model: 
     if [tuple(k) for k in (net.config.subject_keys or [])] != rec.subjects.keys:
         raise ConfigError(f"the model's subjects {net.config.subject_keys} are not the studies' "
                           f"{[list(k) for k in rec.subjects.keys]}: resume with the same studies")
-    first = rec.dataset[0]
-    width = (first.get("teacher_acts") or {}).get(cfg.activation)
-    if "feature" in rec.computed and width is not None and width.shape[1] != net.config.teacher_dim:
-        raise ConfigError(f"teacher activation {cfg.activation!r} has {width.shape[1]} values per row, the model's "
-                          f"KD head {net.config.teacher_dim} (model.teacher_dim)")
+    widths = {_width(tc, cfg.activation) for st in rec.studies for tc in (x.teacher for x in st.stimuli.values())
+              if tc is not None and cfg.activation in tc.activations}
+    if "feature" in rec.computed and widths - {net.config.teacher_dim}:
+        raise ConfigError(f"teacher activation {cfg.activation!r} has {min(widths - {net.config.teacher_dim})} values "
+                          f"per row, the model's KD head {net.config.teacher_dim} (model.teacher_dim)")
     net.config.trained_steps = max(net.config.trained_steps, rec.window_steps)
     notes += rec.notes
     n_fmri = sum(1 for _, w in rec._windows if hasattr(w, "run"))

@@ -112,7 +112,7 @@ def pseudo_stimuli(manifest_path: str | Path) -> set[str]:
     return {Path(it.source).stem for it in Manifest.load(manifest_path).items if it.status == "done" and it.output}
 
 
-def use_pseudo_labels(study, manifest_path: str | Path, *, replace: bool = False):
+def use_pseudo_labels(study, manifest_path: str | Path, *, replace: bool = False, only: set[str] | None = None):
     """A copy of a loaded study in which the done chunks of a student teacher job are the teacher
     outputs of their stimuli.
 
@@ -121,6 +121,7 @@ def use_pseudo_labels(study, manifest_path: str | Path, *, replace: bool = False
         manifest_path: the teacher job's manifest (its chunk files beside it, as the job writes them).
         replace: also replace a real teacher's outputs (a held-out experiment); by default a stimulus
             that has real teacher outputs keeps them and only stimuli without any take pseudo-labels.
+        only: use them on these stimuli only (Phase 3: its training split's); None: all the chunks'.
 
     Raises:
         ValueError: the manifest's chunks are not a student's, or name no stimulus of the study.
@@ -141,7 +142,7 @@ def use_pseudo_labels(study, manifest_path: str | Path, *, replace: bool = False
         raise ValueError(f"{manifest_path}: no done chunk to use")
     stimuli, specs = dict(study.stimuli), dict(study.study.stimuli)
     for sid, paths in sorted(by_stimulus.items()):
-        if study.stimuli[sid].teacher is not None and not replace:
+        if (study.stimuli[sid].teacher is not None and not replace) or (only is not None and sid not in only):
             continue
         chunks = [TeacherChunk.load(p) for p in paths]
         if chunks[0].teacher.get("id") != STUDENT_TEACHER:
