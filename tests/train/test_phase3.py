@@ -182,3 +182,29 @@ def test_validation_reports_subjects_teacher_consistency_and_film_and_warns(demo
         rec.validate(run.model, "cpu")
     with pytest.warns(UserWarning, match="FiLM is not learning subject differences"):
         rec.validate(run.model, "cpu")   # the third validation with every gamma still 1
+
+
+def test_the_sprint_recipe_fine_tunes_a_parcel_model_on_vertex_fmri(demo_study, tmp_path, tiny):
+    """The sprint's Phase 3: a Schaefer-1000 student, the demo's fsaverage4 runs and teacher averaged into
+    its parcels on the fly; 0.5 fMRI + 0.3 teacher + 0.2 temporal."""
+    run = phase3.setup([demo_study], tmp_path / "sprint", recipe="sprint-fmri", overrides=tiny + [
+        "model.space=schaefer-1000", "loop.max_steps=2", "fmri.n_trs_late=20", "loop.device=cpu"])
+    rec = run.recipe
+    assert rec.full == pytest.approx(1.0) and rec.computed == {"fmri", "teacher", "temporal", "pseudo"}
+    item = rec.dataset[0]
+    assert item["fmri"].shape[1] == item["teacher"].shape[1] == 1000
+    assert rec.length_at(0) == rec.length_at(5) == 20 and run.loop.epochs == 8 and run.loop.batch_size == 4
+    sprint = phase3.RECIPES["sprint-fmri"].recipe
+    assert sprint.n_trs_late == 100 and sprint.curriculum_epochs == 0   # 100-TR windows throughout
+    assert run.train(progress=False).status == "done"
+    assert {"fmri", "teacher", "temporal"} <= set(read_log(tmp_path / "sprint" / "train_log.csv"))
+
+
+def test_phase3_command_line_trains_and_refuses_a_bad_key_in_one_line(demo_study, tmp_path, tiny, capsys):
+    args = ["--study", str(demo_study), "--run-dir", str(tmp_path / "cli"), "--no-progress",
+            *[f"--{o}" for o in tiny + ["loop.max_steps=2", "fmri.n_trs_late=20", "fmri.curriculum_epochs=0"]]]
+    assert phase3.main(args + ["--fmri.n_tr=5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown key 'n_tr'" in err[0]
+    assert phase3.main(args) == 0
+    assert "phase3: finished 2 steps" in capsys.readouterr().out
