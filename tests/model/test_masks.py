@@ -163,3 +163,31 @@ def test_attention_gives_exactly_zero_to_a_query_with_no_key():
     assert torch.isfinite(bias).all() and (y[0, 0] == 0).all() and (y[0, 1:] != 0).any()
     y.square().sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_masked_modality_queries_go_through_the_experts_outside_the_statistics():
+    """Phase 1's masked reconstruction reads the tokens of a hidden modality: they must have had their
+    feed-forward (the MoE), while the routing statistics stay those of the visible tokens."""
+    cfg = tiny_config(n_layers=1, local_layers=0, dropout=0.0, drop_path=0.0)
+    model = TinyTribe(cfg).eval()
+    feats, _, _ = make_batch(cfg, B=2, T=16)
+    available = torch.ones(2, 3, dtype=torch.bool)
+    masked = torch.tensor([[True, False, False], [False, False, True]])   # text of sample 0, video of sample 1
+    with torch.no_grad():
+        tokens, step_mask, aux, projected = model.encode(feats, available, masked=masked, return_projected=True)
+        hidden, _, aux_hidden = model.encode(feats, available & ~masked)   # the same visible tokens, nothing hidden
+        moe = model.fusion.blocks[0].moe
+        moe.b2.add_(torch.randn_like(moe.b2))   # every routed token's update moves; unrouted ones do not
+        moved, _, _ = model.encode(feats, available, masked=masked)
+    assert aux["query_mask"][0, :, 0].all() and aux["query_mask"][1, :, 2].all() and aux["query_mask"].sum() == 32
+    assert not step_mask[0, :, 0].any() and not step_mask[1, :, 2].any()   # hidden tokens are no keys
+    assert (moved[0, :, 0] - tokens[0, :, 0]).abs().amin() > 1e-4          # hidden text went through the experts
+    # the statistics count the visible tokens only: those of a run where the hidden modalities are simply absent
+    torch.testing.assert_close(aux["load_balance"], aux_hidden["load_balance"])
+    torch.testing.assert_close(aux["expert_share"], aux_hidden["expert_share"])
+    torch.testing.assert_close(tokens[step_mask], hidden[step_mask])      # visible tokens: as if nothing were hidden
+    # the reconstruction targets are the projector outputs of the real features, hidden ones included
+    for i, m in enumerate(MODALITIES):
+        torch.testing.assert_close(projected[m], model.projectors[i](feats[m]))
+    with pytest.raises(ValueError, match="masked hides every available modality"):
+        model.encode(feats, available, masked=torch.ones(2, 3, dtype=torch.bool))

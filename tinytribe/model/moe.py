@@ -41,8 +41,8 @@ class MoE(nn.Module):
                                + init_noise * torch.randn(n_experts, d_hidden, d_model))  # (E, H, D)
         self.b2 = nn.Parameter(shared2.bias.detach().repeat(n_experts, 1))  # (E, D)
 
-    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None, temperature: float = 1.0
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None, temperature: float = 1.0,
+                query_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Route and mix.
 
         Args:
@@ -50,13 +50,19 @@ class MoE(nn.Module):
             token_mask: (B, L) bool, tokens to route; the rest get a zero output and do not count in
                 the auxiliary terms (unavailable modalities).
             temperature: router softmax temperature (> 1: softer routing, e.g. early in training).
+            query_mask: (B, L) bool, more tokens to route that do not count in the auxiliary terms
+                either (Phase 1's masked modalities: queries whose outputs are read, never keys).
 
         Returns:
-            (B, L, D) output, and ``{"load_balance", "z_loss", "expert_share"}`` (share: (E,)).
+            (B, L, D) output, and ``{"load_balance", "z_loss", "expert_share"}`` (share: (E,)), the
+            auxiliary terms and the share over ``token_mask``'s tokens only.
         """
         B, L, D = x.shape
         flat = x.reshape(B * L, D)  # (N, D)
-        idx = torch.arange(B * L, device=x.device) if token_mask is None else token_mask.reshape(-1).nonzero()[:, 0]
+        routed = token_mask if query_mask is None else (query_mask if token_mask is None else token_mask | query_mask)
+        idx = torch.arange(B * L, device=x.device) if routed is None else routed.reshape(-1).nonzero()[:, 0]
+        counted = (torch.ones_like(idx, dtype=torch.bool) if token_mask is None
+                   else token_mask.reshape(-1)[idx])   # (n,) routed tokens that count in the statistics
         xs = flat[idx]  # (n, D) routed tokens
         logits = self.router(xs)  # (n, E)
         probs = (logits / temperature).softmax(dim=-1)
@@ -78,7 +84,11 @@ class MoE(nn.Module):
             start += n
         y = torch.zeros_like(flat).index_copy(0, idx, out).reshape(B, L, D)
 
+        if query_mask is not None:   # the statistics of the tokens that count
+            top_e, probs, logits = top_e[counted], probs[counted], logits[counted]
+            flat_e = top_e.reshape(-1)
+        n = probs.shape[0]
         share = torch.bincount(flat_e, minlength=self.n_experts).float() / max(flat_e.numel(), 1)  # f_e
-        load_balance = self.n_experts * (share * probs.mean(dim=0)).sum() if xs.shape[0] else x.new_zeros(())
-        z_loss = torch.logsumexp(logits, dim=-1).pow(2).mean() if xs.shape[0] else x.new_zeros(())
+        load_balance = self.n_experts * (share * probs.mean(dim=0)).sum() if n else x.new_zeros(())
+        z_loss = torch.logsumexp(logits, dim=-1).pow(2).mean() if n else x.new_zeros(())
         return y, {"load_balance": load_balance, "z_loss": z_loss, "expert_share": share.detach()}

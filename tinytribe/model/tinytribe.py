@@ -70,7 +70,8 @@ class TinyTribe(nn.Module):
 
     def encode(self, features: dict[str, torch.Tensor], available: torch.Tensor, *, causal: bool = False,
                masks: dict[str, torch.Tensor] | None = None, p_modality_dropout: float = 0.0,
-               router_temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+               router_temperature: float = 1.0, masked: torch.Tensor | None = None, return_projected: bool = False
+               ) -> tuple:
         """Fuse the modalities into per-step, per-modality tokens.
 
         Args:
@@ -85,9 +86,18 @@ class TinyTribe(nn.Module):
             p_modality_dropout: in training, drop each available modality of a sample with this
                 probability (never all of those with content in the window).
             router_temperature: MoE router temperature.
+            masked: (B, 3) bool, modalities hidden from the model (Phase 1's masked reconstruction): their
+                tokens enter as their embeddings alone (zero features), are never attended to, and -- at
+                the steps where the modality has content -- go through the experts as queries (outside
+                the MoE statistics), so a head can read them; at least one available modality of each
+                sample must stay unmasked.
+            return_projected: also return the projector outputs of every modality's real features,
+                (B, T, D) per modality, aligned to T (masked ones included: reconstruction targets).
 
         Returns:
-            tokens (B, T, 3, D), the tokens that count (B, T, 3) bool, aux terms.
+            tokens (B, T, 3, D), the tokens that count (B, T, 3) bool, aux terms (with ``query_mask``
+            (B, T, 3), the masked tokens that went through the experts, when ``masked`` is given), and
+            with ``return_projected`` the projector outputs ``{modality: (B, T, D)}``.
         """
         missing = [m for m in MODALITIES if m not in features]
         if len(missing) == len(MODALITIES):
@@ -120,7 +130,11 @@ class TinyTribe(nn.Module):
         if T > self.config.trained_steps > 0 and not self.training:
             warnings.warn(f"a window of {T} steps is longer than the longest trained one ({self.config.trained_steps}): "
                           f"its later time embeddings were never trained; predict in shorter windows", stacklevel=3)
-        tokens, counts = [], []
+        if masked is not None:
+            masked = masked.to(available.device).bool() & available
+            if (available & ~masked).sum(dim=1).eq(0).any():
+                raise ValueError("masked hides every available modality of a sample: keep at least one")
+        tokens, counts, queries, projected = [], [], [], {}
         for i, m in enumerate(MODALITIES):
             x = features[m]
             x = torch.where(available[:, i, None, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -128,6 +142,12 @@ class TinyTribe(nn.Module):
             k = available[:, i, None].expand(-1, x.shape[1])  # (B, T_m): the steps that count
             if masks is not None and m in masks:
                 k = k & masks[m].to(k.device).bool()
+            if return_projected:
+                projected[m] = align_length(x, T)
+            if masked is not None:
+                queries.append(align_mask(k & masked[:, i, None], T))   # masked steps with content: queries
+                k = k & ~masked[:, i, None]
+            if (masks is not None and m in masks) or masked is not None:
                 x = torch.where(k[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
             if m == "video":
                 x = self.motion(x, causal=causal)
@@ -136,10 +156,15 @@ class TinyTribe(nn.Module):
             counts.append(align_mask(k, T))  # (B, T)
         seq = interleave(tokens)  # (B, 3T, D)
         step_mask = torch.stack(counts, dim=2)  # (B, T, 3)
+        query_mask = torch.stack(queries, dim=2) if masked is not None else None  # (B, T, 3)
         fused, aux = self.fusion(seq, step_mask.reshape(-1, T * len(MODALITIES)), n_modalities=len(MODALITIES),
-                                 rate_hz=self.config.feature_rate_hz, causal=causal,
-                                 temperature=router_temperature)  # (B, 3T, D)
-        return fused.reshape(fused.shape[0], T, len(MODALITIES), -1), step_mask, aux
+                                 rate_hz=self.config.feature_rate_hz, causal=causal, temperature=router_temperature,
+                                 query_mask=query_mask.reshape(-1, T * len(MODALITIES)) if query_mask is not None
+                                 else None)  # (B, 3T, D)
+        if query_mask is not None:
+            aux["query_mask"] = query_mask
+        out = (fused.reshape(fused.shape[0], T, len(MODALITIES), -1), step_mask, aux)
+        return (*out, projected) if return_projected else out
 
     def forward(self, features: dict[str, torch.Tensor], available: torch.Tensor, t0: torch.Tensor,
                 grids: dict[str, TimeGrid], subject: torch.Tensor | None = None, *, causal: bool = False,

@@ -24,10 +24,11 @@ class Block(nn.Module):
         self.drop_prob = drop_prob
 
     def forward(self, x: torch.Tensor, mask_bias: torch.Tensor, dist_s: torch.Tensor, token_mask: torch.Tensor,
-                temperature: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                temperature: float = 1.0, query_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, L, D) -> (B, L, D), aux terms."""
         h = x + self.attention(self.ln1(x), mask_bias, dist_s)  # (B, L, D)
-        m, aux = self.moe(self.ln2(h), token_mask, temperature)  # (B, L, D)
+        m, aux = self.moe(self.ln2(h), token_mask, temperature, query_mask)  # (B, L, D)
         update = h + m - x
         if self.training and self.drop_prob >= 1:
             update = torch.zeros_like(update)
@@ -60,12 +61,15 @@ class FusionTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor, token_mask: torch.Tensor, *, n_modalities: int, rate_hz: float,
-                causal: bool = False, temperature: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                causal: bool = False, temperature: float = 1.0, query_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Fuse interleaved tokens.
 
         Args:
             x: (B, L, D) tokens, L = T * n_modalities, ordered t1 a1 v1 t2 ...
             token_mask: (B, L) bool, False for tokens of unavailable modalities: nothing attends to them.
+            query_mask: (B, L) bool, tokens that are no key but whose outputs are read (Phase 1's masked
+                modalities): they go through the experts too, outside the MoE statistics.
             causal: a token at step t attends to steps <= t only (next-step prediction).
             temperature: router temperature.
 
@@ -90,7 +94,7 @@ class FusionTransformer(nn.Module):
         totals = {"load_balance": x.new_zeros(()), "z_loss": x.new_zeros(())}
         shares = []
         for block in self.blocks:
-            x, aux = block(x, mask_bias, dist_s, token_mask, temperature)
+            x, aux = block(x, mask_bias, dist_s, token_mask, temperature, query_mask)
             totals["load_balance"] = totals["load_balance"] + aux["load_balance"]
             totals["z_loss"] = totals["z_loss"] + aux["z_loss"]
             shares.append(aux["expert_share"])
