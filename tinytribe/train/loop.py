@@ -43,7 +43,9 @@ class LoopConfig:
         epochs: passes over the recipe's windows (``max_steps`` > 0 counts steps instead).
         batch_size: windows per optimiser step (the global batch, over all processes).
         weight_decay, grad_clip: AdamW's decay; the gradient norm clip.
-        warmup_frac: the OneCycle schedule's share of steps rising to each group's learning rate.
+        warmup_frac: the schedule's share of steps rising to each group's learning rate.
+        schedule: ``onecycle`` (OneCycle, cosine warm-up and decay) or ``cosine`` (linear warm-up, then
+            cosine decay to 0: Phase 1's).
         precision: ``auto``: bf16 autocast on GPUs from sm_80 (A100, H100), fp16 with gradient scaling
             on older ones (T4, P100: no bf16), fp32 on CPU and MPS.
         compile: ``torch.compile`` the model.
@@ -63,6 +65,7 @@ class LoopConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     warmup_frac: float = 0.1
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
     precision: Precision = "auto"
     compile: bool = False
     device: str = "auto"
@@ -92,6 +95,7 @@ class Recipe(Protocol):
     # without it every epoch is a permutation of the whole dataset (``state.epoch_batches``)
 
     def param_groups(self, model: nn.Module) -> list[dict]: ...   # [{"name", "params", "lr"}]
+    # loss logs may hold "stop": a one-line reason to stop the run as collapsed (the last good checkpoint kept)
     def loss(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]: ...
     def validate(self, model: nn.Module, device: str) -> dict[str, Any]: ...   # "score", metrics, "expert_share"
 
@@ -199,7 +203,11 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
     if per_epoch == 0:
         raise ValueError(f"{recipe.name}: {n} training windows make no batch of {d.world} processes")
     total = cfg.max_steps or plan.steps_in(cfg.epochs)
-    if total >= 2:   # warm-up of at least 1.5 steps: OneCycleLR divides by the warm-up's length
+    if cfg.schedule == "cosine":   # linear warm-up, then cosine to 0 (Phase 1's)
+        warm = max(1, round(cfg.warmup_frac * total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: (i + 1) / warm if i < warm else
+                                                  0.5 * (1 + math.cos(math.pi * (i - warm) / max(total - warm, 1))))
+    elif total >= 2:   # warm-up of at least 1.5 steps: OneCycleLR divides by the warm-up's length
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total,
                                                     pct_start=min(max(cfg.warmup_frac, 1.5 / total), 0.9))
     else:
@@ -359,6 +367,9 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
                 with amp:
                     loss, logs = recipe.loss(net, batch, step)
                 share = logs.pop("expert_share", None)
+                why = logs.pop("stop", None)   # a recipe's own collapse check (Phase 1's targets)
+                if dist.any_true(why is not None, d, device):
+                    raise stopped("collapse", why or "another process saw a collapse")
                 if dist.any_true(not bool(torch.isfinite(loss)), d, device):
                     bad = [k for k, v in logs.items() if not math.isfinite(float(v))]
                     raise stopped("nan", f"loss is {float(loss.detach())} (non-finite terms: {', '.join(bad) or 'the total'})")
