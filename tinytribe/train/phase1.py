@@ -282,9 +282,9 @@ def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase1", model: 
               resume=resume)
     rec = SelfSupRecipe(loaded, s.model, s.config, name=recipe)
     s.model.config.trained_steps = max(s.model.config.trained_steps, rec.window_steps)
-    notes = s.notes + rec.notes + [
-        f"{recipe}: {len(rec.dataset)} segments of {s.config.segment_steps} steps from "
-        f"{', '.join(st.study.name for st in loaded)} (split {s.config.train_split!r}); no teacher, no fMRI"]
+    summary = (f"{recipe}: {len(rec.dataset)} segments of {s.config.segment_steps} steps from "
+               f"{', '.join(st.study.name for st in loaded)} (split {s.config.train_split!r}); no teacher, no fMRI")
+    notes = [*s.notes, *rec.notes, summary]
     return Run(s.model, rec, s.loop, run_dir, s.resume, notes)
 
 

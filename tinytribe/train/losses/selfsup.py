@@ -133,7 +133,7 @@ def swap_chunks(x: torch.Tensor, n_chunks: int = 4, generator: torch.Generator |
 
 def chunk_means(h: torch.Tensor, valid: torch.Tensor, n_chunks: int = 4) -> torch.Tensor:
     """(B, T, D) -> (B, n_chunks, D): the mean of each chunk's valid steps (chunks as :func:`swap_chunks`)."""
-    B, T, D = h.shape
+    T = h.shape[1]
     size = T // n_chunks
     out = []
     for k in range(n_chunks):
