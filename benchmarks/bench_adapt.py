@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from bench_phase2 import responsive_mask
 from bench_phase3 import P2_FAST
