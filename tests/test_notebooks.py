@@ -284,3 +284,27 @@ def test_phase3_notebook_mixes_studies_with_pseudo_labels_adapts_a_subject_and_f
     assert ck.recipe == "phase3" and ck.step == 6 and ["demo-stories", "sub-01"] in ck.config["subject_keys"]
     assert ["tiny-tribe-demo", "sub-04"] not in ck.config["subject_keys"]   # held out, then adapted
     assert Checkpoint.load(tmp_path / "run" / "adapted-sub-04.pt").phase == "adapt"
+
+
+@pytest.mark.notebook
+def test_phase1_notebook_pretrains_and_its_losses_fall(demo_study, tmp_path):
+    """A few dozen steps on the demo's stimuli with a fixed seed: reconstruction, contrastive and next-step
+    terms end below where they began; aux and order stay finite; the checkpoint holds the heads."""
+    import numpy as np
+    from train.tiny import TINY
+
+    from tinytribe.formats import Checkpoint
+    from tinytribe.train.logs import read_log
+
+    executed = run_notebook("03_phase1_selfsup", tmp_path / "exec", {
+        "study_dirs": [str(demo_study)], "run_dir": str(tmp_path / "run"), "max_steps": 100, "batch_size": 8,
+        "overrides": [*TINY, "loop.seed=0", "ssl.lr=1e-3", "loop.val_every=50"]}, cwd=tmp_path)
+    text = _text_outputs(executed)
+    assert "no teacher, no fMRI" in text and "finished 100 steps" in text
+    log = read_log(tmp_path / "run" / "train_log.csv")
+    for k in ("recon", "contrast", "next"):
+        assert np.nanmean(log[k][-10:]) < np.nanmean(log[k][:10]), k
+    assert np.isfinite(log["aux"]).all() and np.isfinite(log["order"]).all()
+    assert _has_png(executed)
+    ck = Checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ck.phase == "selfsup" and ck.recipe == "phase1" and any(k.startswith("contrast.") for k in ck.heads_state["heads"])

@@ -4,7 +4,9 @@
   0.25), never all of them.
 - :func:`reconstruction`: 0.7 MSE + 0.3 (1 - cosine) of a head's prediction and the detached projector
   output at the hidden tokens.
-- :func:`contrastive`: InfoNCE (tau 0.07) between modalities of the same sample and step. For an
+- :func:`contrastive`: InfoNCE (tau 0.07) between modalities of the same sample and step, each
+  anchor's divided by the log of its candidate count (1 is chance, 0 perfect: comparable across
+  batches whatever they hold, where the raw value moves with the number of valid tokens). For an
   anchor token (sample b, step t, modality m) and another modality m' that (b, t) has, the positive
   is (b, t, m'); the candidates are every m' token of the batch except those of sample b within
   ``gap_steps`` of t (neighbouring steps at 2 Hz, and text carried for seconds, are near-duplicates
@@ -16,6 +18,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +78,8 @@ def contrastive(z: torch.Tensor, valid: torch.Tensor, *, tau: float = 0.07, gap_
             allowed = cand[None] & ~(same & close)
             allowed[torch.arange(len(at), device=dev), positive] = True
             logits = logits.masked_fill(~allowed, float("-inf"))
-            losses.append(F.cross_entropy(logits, positive, reduction="none"))
+            chance = allowed.sum(1).float().log().clamp(min=math.log(2))   # the loss of a uniform guess
+            losses.append(F.cross_entropy(logits, positive, reduction="none") / chance)
             hits.append((logits.argmax(dim=1) == positive).float())
     if not losses:
         zero = z.sum() * 0.0
