@@ -120,6 +120,9 @@ class SelfSupRecipe:
 
     def __init__(self, studies: list[LoadedStudy], model: TinyTribe, config: SelfSupConfig, name: str = "phase1"):
         c = config
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            raise ConfigError("Phase 1 runs on one process: its passes call the model's encode directly, which "
+                              "DistributedDataParallel would not synchronise (run it without torchrun)")
         self.name, self.config, self.studies = name, c, studies
         self.teacher = None
         self.notes: list[str] = []
