@@ -47,12 +47,12 @@ def test_contrastive_pairs_modalities_of_a_step_and_keeps_near_steps_out_of_the_
     base = torch.nn.functional.normalize(torch.randn(B, T, E) * 3, dim=-1)
     perfect = base[:, :, None].expand(B, T, M, E)
     loss, r1 = S.contrastive(perfect, valid, tau=0.07, gap_steps=2)
-    assert r1 == 1.0 and loss < 1.0
+    assert r1 == 1.0 and loss < 0.05
     # neighbouring steps identical to the positive: with them excluded from the negatives it still works
     smooth = base.repeat_interleave(3, dim=1)[:, :T][:, :, None].expand(B, T, M, E)
     loss_gap, r1_gap = S.contrastive(smooth, valid, tau=0.07, gap_steps=2)
     loss_no_gap, _ = S.contrastive(smooth, valid, tau=0.07, gap_steps=0)
-    assert r1_gap == 1.0 and loss_gap < loss_no_gap - 0.5
+    assert r1_gap == 1.0 and loss_gap < loss_no_gap - 0.2   # (1 is chance: the near duplicates would cost a third)
     # an invalid (masked) token is never a candidate
     only = valid.clone()
     only[:, :, 2] = False
