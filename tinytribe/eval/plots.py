@@ -215,7 +215,10 @@ def plot_training(train_log: dict[str, np.ndarray], val_log: dict[str, np.ndarra
         for key, label in (("r_teacher", "r vs teacher"), ("r_fmri", "r vs fMRI")):
             if key in val and np.isfinite(val[key]).any():
                 ax.plot(val["step"], val[key], "o-", label=label)
-        ax.set(xlabel="step", ylabel="mean r", title="validation")
+        if "score" in val and not ax.lines:   # a phase without r (Phase 1): its validation score
+            ax.plot(val["step"], val["score"], "o-", label="score")
+        ax.set(xlabel="step", ylabel="mean r" if ax.lines and ax.lines[0].get_label() != "score" else "score",
+               title="validation")
         ax.legend(fontsize=8)
         ax = axes[0, 2]
         if "feature_cos" in val and np.isfinite(val["feature_cos"]).any():
