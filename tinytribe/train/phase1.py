@@ -176,13 +176,8 @@ class SelfSupRecipe:
         return [{"name": "front", "params": front, "lr": self.config.lr}]
 
     def router_schedule(self, step: int) -> tuple[float, float]:
-        c = self.config
-        aux = c.weights.get("aux", 0.0)
-        if not self.from_random_init or c.router_warmup_steps <= 0 or step >= c.router_warmup_steps:
-            return aux, 1.0
-        f = step / c.router_warmup_steps
-        (a0, a1), (t0, t1) = c.router_warmup_aux, c.router_warmup_temperature
-        return (a0 + (a1 - a0) * f if aux > 0 else 0.0), t0 + (t1 - t0) * f
+        """(aux weight, router temperature) at ``step`` (:func:`tinytribe.train.runs.router_schedule`)."""
+        return runs.router_schedule(self.config, self.from_random_init, step)
 
     def terms(self, model: nn.Module, batch: dict, temperature: float = 1.0) -> tuple[dict, dict, np.ndarray]:
         """The unweighted terms of a batch, its monitors, and the routing of the masked pass."""
@@ -293,11 +288,7 @@ def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase1", model: 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tinytribe.train.phase1``: self-supervised pre-training on studies' stimuli."""
-    p = runs.parser("python -m tinytribe.train.phase1", __doc__, "ssl", RECIPES, "phase1")
-    args, rest = p.parse_known_args(argv)
-    return runs.session(args, rest, lambda rest: setup(
-        args.study, args.run_dir, recipe=args.recipe, model=args.model, overrides=rest, init_from=args.init,
-        resume=None if args.resume == "none" else args.resume, lazy=args.lazy))
+    return runs.main(argv, "phase1", __doc__, "ssl", RECIPES, "phase1", setup)
 
 
 if __name__ == "__main__":

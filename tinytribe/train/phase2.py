@@ -195,14 +195,8 @@ class KDRecipe:
         return bool(self.config.freeze_embeddings)
 
     def router_schedule(self, step: int) -> tuple[float, float]:
-        """(aux weight, router temperature) at ``step``: the warm-up from random init, then the recipe's."""
-        c = self.config
-        aux = c.weights.get("aux", 0.0)
-        if not self.from_random_init or c.router_warmup_steps <= 0 or step >= c.router_warmup_steps:
-            return aux, 1.0
-        f = step / c.router_warmup_steps
-        (a0, a1), (t0, t1) = c.router_warmup_aux, c.router_warmup_temperature
-        return (a0 + (a1 - a0) * f if aux > 0 else 0.0), t0 + (t1 - t0) * f   # no aux term: none in warm-up either
+        """(aux weight, router temperature) at ``step`` (:func:`tinytribe.train.runs.router_schedule`)."""
+        return runs.router_schedule(self.config, self.from_random_init, step)
 
     def loss(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
@@ -317,11 +311,7 @@ def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase2", model: 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tinytribe.train.phase2``: train Phase 2 (or the sprint) on studies' teacher outputs."""
-    p = runs.parser("python -m tinytribe.train.phase2", __doc__, "kd", RECIPES, "phase2")
-    args, rest = p.parse_known_args(argv)
-    return runs.session(args, rest, lambda rest: setup(
-        args.study, args.run_dir, recipe=args.recipe, model=args.model, overrides=rest, init_from=args.init,
-        resume=None if args.resume == "none" else args.resume, lazy=args.lazy))
+    return runs.main(argv, "phase2", __doc__, "kd", RECIPES, "phase2", setup)
 
 
 if __name__ == "__main__":

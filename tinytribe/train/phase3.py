@@ -419,13 +419,8 @@ class FMRIRecipe:
         return out
 
     def router_schedule(self, step: int) -> tuple[float, float]:
-        c = self.config
-        aux = c.weights.get("aux", 0.0)
-        if not self.from_random_init or c.router_warmup_steps <= 0 or step >= c.router_warmup_steps:
-            return aux, 1.0
-        f = step / c.router_warmup_steps
-        (a0, a1), (t0, t1) = c.router_warmup_aux, c.router_warmup_temperature
-        return (a0 + (a1 - a0) * f if aux > 0 else 0.0), t0 + (t1 - t0) * f
+        """(aux weight, router temperature) at ``step`` (:func:`tinytribe.train.runs.router_schedule`)."""
+        return runs.router_schedule(self.config, self.from_random_init, step)
 
     def loss(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
@@ -614,11 +609,7 @@ def setup(studies: list, run_dir: str | Path, *, recipe: str = "phase3", model: 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tinytribe.train.phase3``: fine-tune on studies' fMRI with the teacher as regulariser."""
-    p = runs.parser("python -m tinytribe.train.phase3", __doc__, "fmri", RECIPES, "phase3")
-    args, rest = p.parse_known_args(argv)
-    return runs.session(args, rest, lambda rest: setup(
-        args.study, args.run_dir, recipe=args.recipe, model=args.model, overrides=rest, init_from=args.init,
-        resume=None if args.resume == "none" else args.resume, lazy=args.lazy))
+    return runs.main(argv, "phase3", __doc__, "fmri", RECIPES, "phase3", setup)
 
 
 if __name__ == "__main__":

@@ -209,3 +209,27 @@ def session(args: argparse.Namespace, rest: list[str], setup: Callable[[list[str
     if d.main:
         print(result.message)
     return 0 if result.status in ("done", "budget") else 1
+
+
+def router_schedule(config: Any, from_random_init: bool, step: int) -> tuple[float, float]:
+    """(aux weight, router temperature) at ``step``: from random init, the router warm-up of a recipe
+    config (``router_warmup_steps``, ``router_warmup_aux``, ``router_warmup_temperature``, and the aux
+    weight in ``weights``); otherwise the recipe's aux weight at temperature 1. No aux term: none in
+    the warm-up either."""
+    aux = config.weights.get("aux", 0.0)
+    n = config.router_warmup_steps
+    if not from_random_init or n <= 0 or step >= n:
+        return aux, 1.0
+    f = step / n
+    (a0, a1), (t0, t1) = config.router_warmup_aux, config.router_warmup_temperature
+    return (a0 + (a1 - a0) * f if aux > 0 else 0.0), t0 + (t1 - t0) * f
+
+
+def main(argv: list[str] | None, module: str, doc: str, group: str, recipes: dict[str, Preset], default: str,
+         setup: Callable[..., Run]) -> int:
+    """A phase's ``python -m tinytribe.train.<module>``: its arguments, then :func:`session`."""
+    p = parser(f"python -m tinytribe.train.{module}", doc, group, recipes, default)
+    args, rest = p.parse_known_args(argv)
+    return session(args, rest, lambda rest: setup(
+        args.study, args.run_dir, recipe=args.recipe, model=args.model, overrides=rest, init_from=args.init,
+        resume=None if args.resume == "none" else args.resume, lazy=args.lazy))
