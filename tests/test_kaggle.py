@@ -33,7 +33,8 @@ def _notebook_parameters(name: str) -> set[str]:
 
 
 def test_the_teacher_feature_and_training_notebooks_have_kernels():
-    assert {"01_extract_features", "02_teacher_inference", "04_phase2_kd", "05_phase3_fmri"} <= set(KERNELS)
+    assert {"01_extract_features", "02_teacher_inference", "03_phase1_selfsup", "04_phase2_kd",
+            "05_phase3_fmri"} <= set(KERNELS)
 
 
 @pytest.mark.parametrize("name", KERNELS)
@@ -45,7 +46,8 @@ def test_metadata_is_valid_and_names_a_notebook(name):
     assert isinstance(meta["dataset_sources"], list)
     unknown = set(params) - _notebook_parameters(name)
     assert not unknown, f"parameters.json sets what the notebook does not have: {unknown}"
-    if name in ("01_extract_features", "02_teacher_inference", "04_phase2_kd", "05_phase3_fmri"):
+    if name in ("01_extract_features", "02_teacher_inference", "03_phase1_selfsup", "04_phase2_kd",
+                "05_phase3_fmri"):
         assert meta["enable_gpu"] == "true" and params["sync_remote"] == "REQUIRED"
         assert meta["machine_shape"] == "NvidiaTeslaT4"
 
