@@ -13,6 +13,7 @@
     tinytribe teacher select runs/features --k 300 --per-cluster 2 --media media --out runs/teacher/manifest.json
     tinytribe teacher import submission.npy --out runs/teacher/algonauts --tr-s 1.49 --teacher-id mine --allow-pickle
     tinytribe teacher storage runs/teacher/manifest.json
+    tinytribe predict runs/phase3/checkpoints/best.pt clip.mp4 --out runs/predict --tr-s 1.49 --subject average
     tinytribe plan --hours 15
     tinytribe notebooks 00_setup_and_plan --out runs/notebooks -p chunk_s=6
 
@@ -178,6 +179,22 @@ def _teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from tinytribe.features.extract import ExtractionConfig, FeatureExtractor
+    from tinytribe.predict import predict_files
+
+    extractor = None
+    if args.device != "cpu" or args.video_model:
+        extractor = FeatureExtractor(ExtractionConfig(device=args.device, video_model=args.video_model))
+    done = predict_files(args.checkpoint, args.inputs, args.out, formats=args.formats.split(","),
+                         pictures=not args.no_pictures, movie=None if args.movie == "none" else args.movie,
+                         cache_dir=args.cache, tr_s=args.tr_s, subject=args.subject, space=args.space,
+                         device=args.device, extractor=extractor)
+    for stim, paths in done.items():
+        print(f"{stim}: {len(paths)} files in {args.out}")
+    return 0
+
+
 def _notebooks(args: argparse.Namespace) -> int:
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -278,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     st = tsub.add_parser("storage", help="bytes per hour of stimulus: measured and expected")
     st.add_argument("manifest")
     te.set_defaults(func=_teacher)
+
+    pr = sub.add_parser("predict", help="responses to videos, audio or transcripts: npy, h5, GIFTI, pictures")
+    pr.add_argument("checkpoint", help="a student checkpoint (.pt)")
+    pr.add_argument("inputs", nargs="+", help="media files, transcripts, or folders of them")
+    pr.add_argument("--out", default="runs/predict", help="output folder")
+    pr.add_argument("--tr-s", type=float, default=None, help="TR of the output grid (default: the checkpoint's)")
+    pr.add_argument("--subject", default=None, help="'average' (default) or one of the checkpoint's subjects")
+    pr.add_argument("--space", default=None, help="the checkpoint's space (default) or one it reduces to")
+    pr.add_argument("--formats", default="npy,h5,gifti", help="comma-separated: npy, h5, gifti")
+    pr.add_argument("--cache", default=None, help="feature cache folder (default OUT/features)")
+    pr.add_argument("--movie", default="gif", choices=["gif", "mp4", "none"])
+    pr.add_argument("--no-pictures", action="store_true", help="outputs only: no maps, time courses or movie")
+    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--video-model", default=None, help="video backbone weights (a folder); default the offline copy")
+    pr.set_defaults(func=_predict)
 
     nb = sub.add_parser("notebooks", help="execute notebooks with papermill")
     nb.add_argument("names", nargs="*", help="notebook names (default: all, in order)")

@@ -138,6 +138,20 @@ class LoadedStudy:
         return out
 
 
+def data_summary(studies: list[LoadedStudy]) -> dict:
+    """What a model trained on ``studies`` expects of its inputs, for its checkpoint: the feature
+    backbone of each modality (``{"text": "minilm", ...}``, the backbones stimuli actually used) and
+    the TR of their fMRI runs (the first study's; None for corpora without fMRI)."""
+    backbones: dict[str, str] = {}
+    for st in studies:
+        for stim in st.stimuli.values():
+            for m, b in stim.features.backbones.items():
+                if b.get("revision") is not None:
+                    backbones.setdefault(m, b["name"])
+    trs = [r.tr_s for st in studies for r in st.runs]
+    return {"backbones": backbones, "tr_s": float(trs[0]) if trs else None}
+
+
 def time_keys(times_s: np.ndarray) -> list[int]:
     """BOLD times as whole milliseconds: the keys by which samples of different runs are matched."""
     return np.round(np.asarray(times_s, np.float64) * 1e3).astype(np.int64).tolist()

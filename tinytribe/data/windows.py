@@ -151,6 +151,35 @@ class SubjectIndex:
         return self._row[key]
 
 
+def feature_window(fc, t_start: float, t_end: float, *, lead_in_s: float = 16.0
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
+    """The feature steps that may explain BOLD samples in ``[t_start, t_end)``: from ``lead_in_s``
+    before ``t_start`` to the last step starting before ``t_end``; steps outside the stimulus are zeros
+    with mask 0.
+
+    Args:
+        fc: a :class:`~tinytribe.formats.FeatureCache` (or its lazy reader).
+
+    Returns:
+        ``features`` {m: (T, D) float16, the model inputs}, ``masks`` {m: (T,) bool} and the stimulus
+        time (s) of step 0.
+    """
+    rate = fc.rate_hz
+    i0 = math.floor((t_start - lead_in_s - fc.t0_s) * rate + EPS)
+    i1 = math.ceil((t_end - fc.t0_s) * rate - EPS)          # steps starting before t_end: every TR covered
+    lo, hi = max(i0, 0), min(i1, fc.n_steps)
+    feats, masks = {}, {}
+    for m in fc.masks:
+        stream = fc.model_input(m, lo, max(hi, lo), dtype=np.float16)   # (hi - lo, D): text with its timing
+        x = np.zeros((i1 - i0, stream.shape[1]), np.float16)
+        k = np.zeros(i1 - i0, bool)
+        if hi > lo:
+            x[lo - i0:hi - i0] = stream
+            k[lo - i0:hi - i0] = fc.masks[m][lo:hi]
+        feats[m], masks[m] = x, k
+    return feats, masks, fc.t0_s + i0 / rate
+
+
 def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: float = 16.0,
                 subjects: SubjectIndex | None = None) -> dict[str, Any]:
     """Everything one window holds, as numpy arrays.
@@ -175,21 +204,9 @@ def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: fl
         bold = run.bold_times_s[w.first:w.first + w.n]
         t_start, t_end = bold[0], bold[-1] + run.tr_s
     fc = stim.features
-    rate = fc.rate_hz
-    i0 = math.floor((t_start - lead_in_s - fc.t0_s) * rate + EPS)
-    i1 = math.ceil((t_end - fc.t0_s) * rate - EPS)          # steps starting before t_end: every TR covered
-    lo, hi = max(i0, 0), min(i1, fc.n_steps)
-    feats, masks = {}, {}
-    for m in fc.masks:
-        stream = fc.model_input(m, lo, max(hi, lo), dtype=np.float16)   # (hi - lo, D): text with its timing
-        x = np.zeros((i1 - i0, stream.shape[1]), np.float16)
-        k = np.zeros(i1 - i0, bool)
-        if hi > lo:
-            x[lo - i0:hi - i0] = stream
-            k[lo - i0:hi - i0] = fc.masks[m][lo:hi]
-        feats[m], masks[m] = x, k
+    feats, masks, t0 = feature_window(fc, t_start, t_end, lead_in_s=lead_in_s)
     item: dict[str, Any] = {
-        "features": feats, "masks": masks, "t0": fc.t0_s + i0 / rate, "rate_hz": rate,
+        "features": feats, "masks": masks, "t0": t0, "rate_hz": fc.rate_hz,
         "available": np.array([m in stim.modalities for m in MODALITIES]), "stimulus": stim.id}
     if run is not None:
         item |= {"fmri": run.fmri[w.first:w.first + w.n], "bold_times_s": bold, "tr_s": run.tr_s,
@@ -210,7 +227,7 @@ def window_item(study: LoadedStudy, w: Window | StimulusWindow, *, lead_in_s: fl
             t = tc.activation_times_s[name]
             k = (t >= a0 - EPS) & (t < a1 - EPS)
             acts[name], times[name] = tc.take_activation(name, k, np.float16), t[k]
-            widths[name] = float(np.median(np.diff(t))) if t.size > 1 else 1.0 / rate
+            widths[name] = float(np.median(np.diff(t))) if t.size > 1 else 1.0 / fc.rate_hz
         item |= {"teacher_acts": acts, "teacher_act_times_s": times, "teacher_act_width_s": widths}
     return item
 

@@ -283,3 +283,105 @@ def plot_adaptation(rows: list[dict]):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_prediction_maps(pred, times_s: list[float] | None = None, n: int = 3):
+    """Predicted activity on the inflated fsaverage5 surface at chosen BOLD times (default ``n`` evenly
+    spaced), on one colour scale symmetric about 0. ``pred`` is a :class:`tinytribe.predict.Prediction`.
+    fsaverage4 predictions are shown on fsaverage5 (each vertex its nearest fsaverage4 vertex: nilearn
+    ships no fsaverage4 mesh) and parcel predictions painted on it; the title says which."""
+    from tinytribe.spaces import has_surface, on_fsaverage5
+
+    if not has_surface(pred.space):
+        raise ValueError(f"a {pred.space} prediction has no surface to draw (plot its time courses instead)")
+    N = pred.responses.shape[0]
+    if times_s is None:
+        idx = np.unique(np.linspace(0, N - 1, min(n, N) + 2)[1:-1].round().astype(int)) if N > 2 else np.arange(N)
+    else:
+        idx = [int(np.argmin(np.abs(pred.times_s - t))) for t in times_s]
+    y = on_fsaverage5(pred.responses[idx], pred.space)
+    top = float(np.nanpercentile(np.abs(y), 99)) or 1.0
+    maps = {f"{pred.stimulus}, BOLD {pred.times_s[k]:.1f} s ({pred.subject} subject)": y[i] for i, k in enumerate(idx)}
+    fig = plot_surface_maps(maps, cmap="RdBu_r", vmin=None, vmax=top, symmetric=True)
+    note = {"fsaverage4": "fsaverage4 shown on fsaverage5: each vertex takes its nearest fsaverage4 vertex "
+                          "(nilearn ships no fsaverage4 mesh)",
+            "fsaverage5": "fsaverage5"}.get(pred.space, f"{pred.space} parcels painted on fsaverage5")
+    fig.suptitle(f"predicted response (z) — {note}", fontsize=8, y=1.0)
+    return fig
+
+
+def plot_timecourses(pred, rois: dict[str, np.ndarray], *, measured: np.ndarray | None = None,
+                     media: str | Path | None = None, n_frames: int = 6, max_words: int = 60):
+    """Predicted (and measured) time courses of named ROIs under the stimulus: a row of frames, the word
+    events, then one panel per ROI (the mean over its outputs).
+
+    Args:
+        pred: a :class:`tinytribe.predict.Prediction`.
+        rois: name -> (V,) bool mask in ``pred.space``.
+        measured: (N, V) measured responses on the same samples and space (e.g. a held-out run), drawn
+            beside the prediction with their correlation.
+        media: the clip, for its frames.
+    """
+    import matplotlib.pyplot as plt
+
+    from tinytribe.eval.metrics import pearson_r
+    from tinytribe.features.decode import probe_media, sample_frames
+
+    V = pred.responses.shape[1]
+    for name, m in rois.items():
+        if np.asarray(m).shape != (V,):
+            raise ValueError(f"ROI {name!r}: mask of shape {np.asarray(m).shape}, the prediction has {V} outputs "
+                             f"({pred.space})")
+    if measured is not None and measured.shape != pred.responses.shape:
+        raise ValueError(f"measured responses are {measured.shape}, the prediction {pred.responses.shape}")
+    t = pred.times_s + pred.tr_s / 2
+    end = pred.times_s[-1] + pred.tr_s
+    video = media is not None and probe_media(media).has_video
+    fig = plt.figure(figsize=(10, 1.6 * len(rois) + (1.6 if video else 0) + 0.8))
+    heights = ([1.3] if video else []) + [0.5] + [1.0] * len(rois)
+    gs = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.35)
+    row = 0
+    if video:
+        info = probe_media(media)
+        ft = (np.arange(n_frames) + 0.5) * min(info.duration_s, end) / n_frames
+        frames = dict(sample_frames(media, ft, (160, round(160 * info.height / info.width))))
+        sub = gs[0].subgridspec(1, n_frames, wspace=0.05)
+        for i in range(n_frames):
+            ax = fig.add_subplot(sub[0, i])
+            ax.set_axis_off()
+            if i in frames:
+                ax.imshow(frames[i])
+            ax.set_title(f"{ft[i]:.0f} s", fontsize=7)
+        row = 1
+    ax_w = fig.add_subplot(gs[row])
+    words = [w for w in pred.words if w.onset < end]
+    ax_w.vlines([w.onset for w in words], 0, 1, color="0.3", lw=0.6)
+    step = max(1, len(words) // max_words)
+    for w in words[::step]:
+        ax_w.text(w.onset, 1.05, w.word, rotation=60, fontsize=6, ha="left", va="bottom")
+    ax_w.set_xlim(0, end)
+    ax_w.set_yticks([])
+    ax_w.set_ylabel("words", fontsize=7, rotation=0, ha="right", va="center")
+    ax_w.tick_params(labelbottom=False)
+    if not words:
+        ax_w.text(0.5, 0.5, "no words", transform=ax_w.transAxes, ha="center", va="center", fontsize=7)
+    for k, (name, mask) in enumerate(rois.items()):
+        ax = fig.add_subplot(gs[row + 1 + k], sharex=ax_w)
+        m = np.asarray(mask, bool)
+        p = pred.responses[:, m].mean(axis=1)
+        ax.plot(t, p, color="C0", lw=1.2, label="predicted")
+        label = f"{name} ({int(m.sum())} outputs)"
+        if measured is not None:
+            y = np.nanmean(measured[:, m], axis=1)
+            ax.plot(t, y, color="k", lw=0.9, alpha=0.8, label="measured")
+            label += f", r = {float(pearson_r(p, y)):.2f}"
+        ax.axhline(0, color="0.7", lw=0.5)
+        ax.set_title(label, fontsize=8, loc="left")
+        ax.tick_params(labelsize=7)
+        if k < len(rois) - 1:
+            ax.tick_params(labelbottom=False)
+        if k == 0:
+            ax.legend(fontsize=7, loc="upper right")
+    ax.set_xlabel(f"BOLD time (s); samples every {pred.tr_s:g} s (plotted at their centres); subject "
+                  f"{pred.subject}, {pred.space}", fontsize=8)
+    return fig

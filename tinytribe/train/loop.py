@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tinytribe.config import to_dict
+from tinytribe.data.study import data_summary
 from tinytribe.formats import Checkpoint, FormatError
 from tinytribe.model.checkpoint import save_checkpoint
 from tinytribe.train import distributed as dist
@@ -280,6 +281,8 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
             raise RuntimeError(f"{recipe.name}: rank 0 failed while {what}; see its output")
         return out
 
+    data_info = data_summary(recipe.studies) if hasattr(recipe, "studies") else {}   # what predict checks
+
     def checkpoint(path: Path) -> Path:
         raw = model._orig_mod if hasattr(model, "_orig_mod") else model
         epoch, batch = plan.position(step)
@@ -287,7 +290,8 @@ def train(model: nn.Module, recipe: Recipe, cfg: LoopConfig, run_dir: str | Path
         return save_checkpoint(raw, path, phase=recipe.phase, step=step, epoch=epoch,
                                data_position=position, optimizer_state=opt.state_dict(),
                                scheduler_state=sched.state_dict(), rng_state=rng_state(), metrics=metrics,
-                               recipe=recipe.name, train_config={"recipe": to_dict(recipe.config), "loop": to_dict(cfg)},
+                               recipe=recipe.name, train_config={"recipe": to_dict(recipe.config), "loop": to_dict(cfg),
+                                             "data": data_info},
                                heads_state={"heads": recipe.heads.state_dict()}, teacher=recipe.teacher,
                                scaler_state=scaler.state_dict() if scaler.is_enabled() else None)
 
