@@ -67,6 +67,19 @@ def story_study(tmp_path_factory) -> Path:
     return build_story_study(tmp_path_factory.mktemp("story") / "study", FeatureExtractor(ExtractionConfig(device="cpu")))
 
 
+@pytest.fixture(scope="session")
+def demo_checkpoint(demo_study, tmp_path_factory) -> Path:
+    """A demo Phase 3 checkpoint (the tiny student, 3 steps on the demo study: it knows the demo's
+    subjects, backbones and TR), built once per run. Fast, not good: for plumbing, not for scores."""
+    sys.path.insert(0, str(REPO / "tests" / "train"))
+    from tiny import TINY
+
+    from tinytribe.train import phase3
+
+    run = phase3.setup([demo_study], tmp_path_factory.mktemp("checkpoint"), overrides=TINY + ["loop.max_steps=3"])
+    return run.train(progress=False).last
+
+
 @pytest.fixture
 def story_copy(story_study, tmp_path) -> Path:
     dst = tmp_path / "story"

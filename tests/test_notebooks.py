@@ -308,3 +308,24 @@ def test_phase1_notebook_pretrains_and_its_losses_fall(demo_study, tmp_path):
     assert _has_png(executed)
     ck = Checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
     assert ck.phase == "selfsup" and ck.recipe == "phase1" and any(k.startswith("contrast.") for k in ck.heads_state["heads"])
+
+
+@pytest.mark.notebook
+def test_predict_notebook_writes_outputs_and_pictures_for_a_demo_video(demo_study, demo_checkpoint, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    out = tmp_path / "predict"
+    executed = run_notebook("07_predict_video", tmp_path / "exec", {
+        "checkpoint": str(demo_checkpoint), "media": str(demo_study / "stimuli" / "test01.mp4"), "out_dir": str(out),
+        "cache_dir": str(tmp_path / "features"), "subject": "sub-02", "measured_study": str(demo_study)}, cwd=tmp_path)
+    text = _text_outputs(executed)
+    assert "test01: 20 TRs of 1.49 s (checkpoint) x 5124 outputs (fsaverage4), subject tiny-tribe-demo/sub-02" in text
+    assert "measured: sub-02 in" in text and "20 arrays of 2562 vertices" in text
+    nb = json.loads(executed.read_text())
+    kinds = [k for c in nb["cells"] for o in c.get("outputs", []) for k in o.get("data", {}) if k.startswith("image/")]
+    assert kinds.count("image/png") == 2 and kinds.count("image/gif") == 1       # maps, time courses, movie
+    y = np.load(out / "test01.npy")
+    left = np.stack([d.data for d in nib.load(out / "test01_space-fsaverage4_hemi-L.func.gii").darrays])
+    np.testing.assert_array_equal(left, y[:, :2562])
+    assert all((out / f"test01_{k}").is_file() for k in ("maps.png", "timecourses.png", "brain.gif"))

@@ -67,6 +67,10 @@ SCHEMAS: dict[str, dict[str, P]] = {
                     "ridge_iterations": INT, "ridge_bands": P((list, None)), "ridge_pooled": BOOL,
                     "low_level_bands": P((list,)), "detrend": P((str, None), DETRENDS),
                     "nan_policy": P((str,), ("error", "drop", "interpolate")), "out_dir": STR},
+    "07_predict_video": {"checkpoint": STR, "media": STR, "out_dir": STR, "cache_dir": STR, "tr_s": OPT_FLOAT,
+                         "subject": STR, "space": OPT_STR, "formats": P((list,)), "map_times": P((list, None)),
+                         "movie": P((str, None), ("gif", "mp4", None)), "measured_study": OPT_STR,
+                         "measured_subject": OPT_STR, "device": STR, "tinytribe_source": OPT_STR},
 }
 
 # names a Jupyter kernel defines by itself

@@ -465,7 +465,9 @@ def save_pictures(pred: Prediction, out_dir: str | Path, media: str | Path | Non
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    video = media if media is not None and Path(media).suffix.lower() in _VIDEO_SUFFIXES else None
+    from tinytribe.features.decode import MEDIA_SUFFIXES
+
+    video = media if media is not None and Path(media).suffix.lower() in MEDIA_SUFFIXES else None  # not a transcript
     if rois is None:
         rois = {k: v for k, v in rois_for_space(pred.space, pred.output_names).items()
                 if k in ("early visual", "auditory", "language", "default mode")} if has_surface(pred.space) \
@@ -482,9 +484,6 @@ def save_pictures(pred: Prediction, out_dir: str | Path, media: str | Path | Non
     if movie and has_surface(pred.space):
         written.append(write_movie(pred, video, out / f"{pred.stimulus}_brain.{movie}"))
     return written
-
-
-_VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov"}
 
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, *,
@@ -513,3 +512,29 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
             paths += save_pictures(pred, out_dir, f, movie=movie)
         done[pred.stimulus] = paths
     return done
+
+
+def measured_responses(study_dir: str | Path, pred: Prediction, subject: str) -> np.ndarray:
+    """A study's measured responses to the predicted stimulus, for comparison: ``subject``'s first run
+    of it, averaged onto the prediction's TR grid and mapped to its space. (N, V), NaN where the run
+    does not cover a sample.
+
+    Raises:
+        PredictionError: the study has no run of this stimulus for this subject, or its space does not
+            reduce to the prediction's.
+    """
+    from tinytribe.data.study import load_study
+    from tinytribe.eval.metrics import resample
+
+    study = load_study(study_dir)
+    runs = [r for r in study.runs if r.stimulus == pred.stimulus and r.subject == subject]
+    if not runs:
+        have = sorted({r.subject for r in study.runs if r.stimulus == pred.stimulus})
+        raise PredictionError(f"{study_dir}: no run of {pred.stimulus!r} for {subject!r} "
+                              f"({'its subjects with one: ' + ', '.join(have) if have else 'no subject saw it'})")
+    run = runs[0]
+    space = check_space(study.study.space, pred.space) if not pred.space.startswith("custom:") else pred.space
+    if space != pred.space or study.study.n_outputs != space_size(study.study.space):
+        raise PredictionError(f"{study_dir}: {study.study.space} data cannot be compared with {pred.space} predictions")
+    y, _ = resample(run.fmri, run.bold_times_s, run.tr_s, pred.times_s, pred.tr_s)
+    return to_space(y, study.study.space, pred.space).astype(np.float32)

@@ -369,12 +369,14 @@ def plot_timecourses(pred, rois: dict[str, np.ndarray], *, measured: np.ndarray 
         ax = fig.add_subplot(gs[row + 1 + k], sharex=ax_w)
         m = np.asarray(mask, bool)
         p = pred.responses[:, m].mean(axis=1)
-        ax.plot(t, p, color="C0", lw=1.2, label="predicted")
         label = f"{name} ({int(m.sum())} outputs)"
-        if measured is not None:
+        if measured is not None:   # both z-scored over the clip: r does not see scale, nor should the eye
             y = np.nanmean(measured[:, m], axis=1)
+            ok = np.isfinite(y)
+            label += f", r = {float(pearson_r(p[ok], y[ok])):.2f}"
+            p, y = _z(p), _z(y)
             ax.plot(t, y, color="k", lw=0.9, alpha=0.8, label="measured")
-            label += f", r = {float(pearson_r(p, y)):.2f}"
+        ax.plot(t, p, color="C0", lw=1.2, label="predicted")
         ax.axhline(0, color="0.7", lw=0.5)
         ax.set_title(label, fontsize=8, loc="left")
         ax.tick_params(labelsize=7)
@@ -383,5 +385,11 @@ def plot_timecourses(pred, rois: dict[str, np.ndarray], *, measured: np.ndarray 
         if k == 0:
             ax.legend(fontsize=7, loc="upper right")
     ax.set_xlabel(f"BOLD time (s); samples every {pred.tr_s:g} s (plotted at their centres); subject "
-                  f"{pred.subject}, {pred.space}", fontsize=8)
+                  f"{pred.subject}, {pred.space}" + ("; z-scored over the clip" if measured is not None else ""),
+                  fontsize=8)
     return fig
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    sd = np.nanstd(x)
+    return (x - np.nanmean(x)) / (sd if sd > 0 else 1.0)
