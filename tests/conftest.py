@@ -71,8 +71,7 @@ def story_study(tmp_path_factory) -> Path:
 def demo_checkpoint(demo_study, tmp_path_factory) -> Path:
     """A demo Phase 3 checkpoint (the tiny student, 3 steps on the demo study: it knows the demo's
     subjects, backbones and TR), built once per run. Fast, not good: for plumbing, not for scores."""
-    sys.path.insert(0, str(REPO / "tests" / "train"))
-    from tiny import TINY
+    from train.tiny import TINY
 
     from tinytribe.train import phase3
 
