@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from tinytribe.data.splits import Selection, as_selection
-from tinytribe.data.study import LoadedStudy
+from tinytribe.data.study import LoadedStudy, time_keys
 from tinytribe.eval.ceiling import ceiling_of, inter_subject_predictivity, pooled_ceiling, split_half_reliability
 from tinytribe.eval.metrics import pearson_r, resample
 from tinytribe.spaces import to_space
@@ -342,15 +342,65 @@ def score(study: LoadedStudy, runs: Selection | list[int], predictions: dict[str
         return _score(study, sel, predictions, teacher_name)
 
 
-def _score(study: LoadedStudy, sel: Selection, predictions: dict[str, Predictions],
-           teacher_name: str | None) -> Evaluation:
-    runs = sel.runs
-    valid = {i: np.logical_and.reduce([sel.mask(i)] + [p[i][1] for p in predictions.values()]) for i in runs}
-    for i in runs:
+def scored_masks(study: LoadedStudy, sel: Selection, predictions: dict[str, Predictions]) -> dict[int, np.ndarray]:
+    """Per run of ``sel``, the (n_TR,) mask of the samples every model is scored on: selected and
+    covered by every model's predictions.
+
+    Raises:
+        ValueError: a run has no selected sample that every model covers.
+    """
+    valid = {i: np.logical_and.reduce([sel.mask(i)] + [p[i][1] for p in predictions.values()]) for i in sel.runs}
+    for i in sel.runs:
         if not valid[i].any():
             r = study.runs[i]
             raise ValueError(f"run {r.subject}/{r.stimulus}: no selected TR is covered by every model")
-    subjects = sorted({study.runs[i].subject for i in runs}, key=study.subjects.index)
+    return valid
+
+
+@dataclass
+class SubjectSamples:
+    """One subject's scored samples, presentation by presentation (runs concatenated in stimulus order).
+
+    Attributes:
+        subject: the subject id.
+        groups: presentation (``repeat``) -> its run indices, in stimulus order.
+        valid: run index -> (n_TR,) scored-sample mask (:func:`scored_masks`).
+        data: presentation -> (T_k, V) measured responses at the scored samples.
+        timeline: presentation -> the (stimulus, BOLD time in ms) of each of its T_k samples.
+    """
+
+    subject: str
+    groups: dict[int, list[int]]
+    valid: dict[int, np.ndarray]
+    data: dict[int, np.ndarray]
+    timeline: dict[int, tuple[tuple[str, int], ...]]
+
+    def pred(self, p: Predictions) -> dict[int, np.ndarray]:
+        """Presentation -> (T_k, V) predictions at the same samples as :attr:`data`."""
+        return {k: np.concatenate([p[i][0][self.valid[i]] for i in g]) for k, g in self.groups.items()}
+
+
+def subject_samples(study: LoadedStudy, sel: Selection, valid: dict[int, np.ndarray]) -> list[SubjectSamples]:
+    """The scored samples of every subject of ``sel`` (in the study's subject order), as :func:`score`
+    aligns them: per presentation, the subject's selected runs concatenated in stimulus order, masked by
+    ``valid``."""
+    subjects = sorted({study.runs[i].subject for i in sel.runs}, key=study.subjects.index)
+    out = []
+    for s in subjects:
+        groups = study.presentations(s, sel.runs)
+        data = {k: np.concatenate([study.runs[i].fmri[valid[i]] for i in g]) for k, g in groups.items()}
+        timeline = {k: tuple((study.runs[i].stimulus, t) for i in g
+                             for t in time_keys(study.runs[i].bold_times_s[valid[i]])) for k, g in groups.items()}
+        out.append(SubjectSamples(s, groups, {i: valid[i] for g in groups.values() for i in g}, data, timeline))
+    return out
+
+
+def _score(study: LoadedStudy, sel: Selection, predictions: dict[str, Predictions],
+           teacher_name: str | None) -> Evaluation:
+    runs = sel.runs
+    valid = scored_masks(study, sel, predictions)
+    samples = subject_samples(study, sel, valid)
+    subjects = [ss.subject for ss in samples]
     V = study.study.n_outputs
     r = {name: np.full((len(subjects), V), np.nan) for name in predictions}
     agreement = {name: np.full((len(subjects), V), np.nan) for name in predictions
@@ -359,15 +409,14 @@ def _score(study: LoadedStudy, sel: Selection, predictions: dict[str, Prediction
     repeated_any = False
     first_presentations = []
     counts = []
-    for si, s in enumerate(subjects):
-        groups = study.presentations(s, runs)
-        data = {k: np.concatenate([study.runs[i].fmri[valid[i]] for i in g]) for k, g in groups.items()}
+    for si, ss in enumerate(samples):
+        groups, data = ss.groups, ss.data
         counts += [d.shape[0] for d in data.values()]
         for name, p in predictions.items():
-            pk = {k: np.concatenate([p[i][0][valid[i]] for i in g]) for k, g in groups.items()}
+            pk = ss.pred(p)
             r[name][si] = np.nanmean([pearson_r(pk[k], data[k]) for k in groups], axis=0)
             if name in agreement:
-                tk = {k: np.concatenate([predictions[teacher_name][i][0][valid[i]] for i in g]) for k, g in groups.items()}
+                tk = ss.pred(predictions[teacher_name])
                 agreement[name][si] = np.nanmean([pearson_r(pk[k], tk[k]) for k in groups], axis=0)
         stim_lists = {tuple(study.runs[i].stimulus for i in g) for g in groups.values()}
         if len(groups) >= 2 and len(stim_lists) == 1:   # the ceiling on the sample times every presentation has
