@@ -44,7 +44,10 @@ ridge_pooled = True  # also fit the ridge once on the group mean
 low_level_bands = ["word_rate", "audio_envelope"]  # a ridge on these alone, those the study can make; [] skips it
 detrend = None  # None, "linear", "polynomial" or "cosine" (0.01 Hz high-pass), before z-scoring
 nan_policy = "error"  # NaN/Inf in fMRI runs: "error" (name them), "drop" (those TRs) or "interpolate" (along time)
-out_dir = "runs/evaluate"  # report.json, maps.npz (parcels.csv in a parcel space)
+out_dir = "runs/evaluate"  # report.json, maps.npz, stats.json, results.json, report.html (parcels.csv in a parcel space)
+ablation = {"Phase 3 alone": None, "Phase 2 alone": "runs/phase2/checkpoints/best.pt",
+            "Phase 2 → 3": "runs/phase3/checkpoints/best.pt", "Phase 1 → 2 → 3": None}  # row: checkpoint (None or missing: not scored)
+stats_resamples = 1000  # block-bootstrap resamples and block permutations per model
 
 # %%
 # Refuse misspelled, mistyped or unknown-choice parameters before any work.
@@ -84,14 +87,27 @@ print(f"{study.study.name}: {runs.n_samples()} {split} samples in {len(runs)} ru
 # ## Predictions
 
 # %%
+from tinytribe.model.checkpoint import load_checkpoint
+
 predictions = {}
 model = None
 if checkpoint:
-    from tinytribe.model.checkpoint import load_checkpoint
-
     model, ck = load_checkpoint(checkpoint)
     predictions["student"] = E.student_predictions(study, runs, model, device=device)
     print(f"student: {checkpoint} (phase {ck.phase}, step {ck.step})")
+checkpoints = {"student": checkpoint} if checkpoint else {}
+ablation_notes = {}
+for row, path in ablation.items():   # the ablation's checkpoints, each scored like the student
+    if row in ("ridge", "teacher"):
+        raise ValueError(f"ablation row {row!r}: the baselines are always scored; name checkpoint rows only")
+    if not path or not Path(path).is_file():
+        ablation_notes[row] = f"{path} does not exist" if path else "no checkpoint given"
+        print(f"ablation {row}: not scored ({ablation_notes[row]})")
+        continue
+    row_model, row_ck = load_checkpoint(path)
+    predictions[row] = E.student_predictions(study, runs, row_model, device=device)
+    checkpoints[row] = path
+    print(f"ablation {row}: {path} (phase {row_ck.phase}, step {row_ck.step})")
 config = RidgeConfig(n_iter=ridge_iterations, bands=tuple(ridge_bands) if ridge_bands else None)
 predictions["ridge"], ridge = E.ridge_predictions(study, train, runs, config)
 print(f"ridge: bands {', '.join(ridge.bands)}; delays {', '.join(f'{d:.2f}' for d in ridge.delays_s)} s, "
@@ -127,6 +143,22 @@ if truth.is_file():  # the demo knows how good its teacher really is
 # %%
 models = list(ev.r)
 fig = plot_roi_bars(ev.roi_table(rois), models, f"{study.study.name}, {split} split: mean r per ROI ({ev.space})")
+figures = [{"title": "mean r per ROI", "path": "figures/roi_bars.png"}]
+(out / "figures").mkdir(parents=True, exist_ok=True)
+fig.savefig(out / "figures" / "roi_bars.png", dpi=80, bbox_inches="tight")
+
+# %% [markdown]
+# ## Intervals and significance
+# Block-bootstrap confidence intervals (blocks of TRs: BOLD samples are autocorrelated), block-permutation
+# p-values per output with Benjamini–Hochberg correction, R² beside r, and the Algonauts score (mean r over
+# Schaefer-1000 parcels) where the space has those parcels.
+
+# %%
+from tinytribe.eval.study_stats import study_stats
+
+stats = study_stats(study, runs, predictions, rois=rois, n_boot=stats_resamples, n_perm=stats_resamples)
+print(stats.table())
+stats.to_json(out / "stats.json")
 
 # %% [markdown]
 # ## Maps on the inflated fsaverage5 surface
@@ -150,7 +182,11 @@ if has_surface(space):
                                                                             / ceiling, np.nan))
         maps["noise ceiling (pooled)"] = surface(ceiling)
     fig = plot_surface_maps(maps, vmax=1.0)
+    fig.savefig(out / "figures" / "maps.png", dpi=70, bbox_inches="tight")
+    figures.append({"title": f"r of the best model ({best}), r / ceiling and the noise ceiling", "path": "figures/maps.png"})
     fig = plot_surface_maps({f"ridge: R² from {b}": surface(v) for b, v in modality.items()}, vmin=0.0, cmap="viridis")
+    fig.savefig(out / "figures" / "ridge_bands.png", dpi=70, bbox_inches="tight")
+    figures.append({"title": "variance each ridge band explains (split R²)", "path": "figures/ridge_bands.png"})
 else:
     print(f"no surface maps: {space} has no mesh; per ROI, the held-out variance each ridge band explains (split R²):")
     w = max(len(r) for r in rois) + 2
@@ -194,3 +230,45 @@ ev.extra = extra
 report = ev.to_json(out / "report.json", rois)
 E.save_maps(ev, out / "maps.npz")
 print(f"wrote {report} and {out / 'maps.npz'}")
+
+# %% [markdown]
+# ## The report
+# One self-contained HTML file (no network, images inlined): the ablation table with intervals, ROI
+# scores against the ceiling, maps, loss curves from the checkpoints' training logs, speed and the
+# configuration. `tinytribe report OUT_DIR` rebuilds it from the saved `results.json`.
+
+# %%
+import datetime
+
+from tinytribe.eval.report import ABLATION_ROWS, write_report
+from tinytribe.formats import Checkpoint
+from tinytribe.provenance import provenance
+
+
+def checkpoint_info(path: str) -> dict:
+    c = Checkpoint.load(path)
+    run = Path(path).parent.parent
+    return {"path": str(path), "phase": c.phase, "step": c.step, "recipe": c.recipe, "model": c.config.get("name"),
+            "params_m": sum(v.numel() for v in c.model_state.values()) / 1e6, "space": c.config.get("space"),
+            "init_from": c.train_config.get("recipe", {}).get("init_from"),
+            "train_log": str(run / "train_log.csv"), "val_log": str(run / "val_log.csv")}
+
+
+infos = {name: checkpoint_info(path) for name, path in checkpoints.items()}
+baseline_notes = {"ridge": "", "teacher": "the study's stimuli have no teacher outputs"}
+rows = [{"row": r, "model": r if r in predictions else None, "checkpoint": infos.get(r),
+         "note": "" if r in predictions else baseline_notes.get(r, ablation_notes.get(r, "no checkpoint given"))}
+        for r in ABLATION_ROWS]
+rows += [{"row": r, "model": r, "checkpoint": infos.get(r), "note": ""} for r in ablation if r not in ABLATION_ROWS
+         and r in predictions]
+results = {"title": f"Tiny-TRIBE evaluation: {study.study.name}, {split} split",
+           "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "provenance": provenance(), "demo": (Path(study_dir) / "demo.json").is_file(),
+           "study": {"name": study.study.name, "space": space, "split": split, "subjects": ev.subjects,
+                     "stimuli": ev.stimuli, "n_samples": ev.n_samples},
+           "ceiling_mean": ev.ceiling_mean() if ev.reliability is not None else None,
+           "rois_ceiling": {r["roi"]: r["ceiling"] for r in ev.roi_table(rois)} if ev.reliability is not None else {},
+           "stats": stats.to_dict(), "ablation": rows, "checkpoints": infos, "speed": extra["speed"],
+           "figures": figures}
+html_path = write_report(out, results)
+print(f"wrote {html_path} ({html_path.stat().st_size / 1e6:.1f} MB)")

@@ -19,11 +19,14 @@ done
 [ -n "$PY" ] || { echo "setup: needs Python 3.10 or newer (3.11 recommended)" >&2; exit 1; }
 
 # System packages, installed only when missing: venv (Debian/Ubuntu ship it separately), rclone (the
-# sync backend; the tests serve a loopback remote with it), espeak-ng (speech for the tests and demo).
+# sync backend; the tests serve a loopback remote with it), espeak-ng (speech for the tests and demo),
+# chromium (with --test).
 missing=""
 "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$missing python3-venv"
 command -v rclone >/dev/null 2>&1 || missing="$missing rclone"
 command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
+# the tests render the HTML report in a real browser (Playwright drives Debian's chromium)
+[ -n "$extras" ] && ! command -v chromium >/dev/null 2>&1 && missing="$missing chromium"
 if [ -n "$missing" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing

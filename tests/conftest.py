@@ -79,6 +79,25 @@ def demo_checkpoint(demo_study, tmp_path_factory) -> Path:
     return run.train(progress=False).last
 
 
+@pytest.fixture(scope="session")
+def ablation_checkpoints(demo_study, demo_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """The ablation's rows on the demo, each a few steps of the tiny student: Phase 3 alone
+    (``demo_checkpoint``), Phase 2 alone, Phase 2 → 3 and Phase 1 → 2 → 3. For plumbing, not scores."""
+    from train.tiny import TINY
+
+    from tinytribe.train import phase1, phase2, phase3
+
+    root = tmp_path_factory.mktemp("ablation")
+    opts = TINY + ["loop.max_steps=3"]
+
+    p1 = phase1.setup([demo_study], root / "p1", overrides=opts + ["loop.batch_size=4"]).train(progress=False).last
+    p2 = phase2.setup([demo_study], root / "p2", overrides=opts).train(progress=False).last
+    p12 = phase2.setup([demo_study], root / "p12", overrides=opts, init_from=p1).train(progress=False).last
+    p23 = phase3.setup([demo_study], root / "p23", overrides=opts, init_from=p2).train(progress=False).last
+    p123 = phase3.setup([demo_study], root / "p123", overrides=opts, init_from=p12).train(progress=False).last
+    return {"Phase 3 alone": demo_checkpoint, "Phase 2 alone": p2, "Phase 2 → 3": p23, "Phase 1 → 2 → 3": p123}
+
+
 @pytest.fixture
 def story_copy(story_study, tmp_path) -> Path:
     dst = tmp_path / "story"

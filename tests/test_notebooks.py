@@ -160,7 +160,8 @@ def test_evaluate_notebook_on_the_demo_study(demo_study, tmp_path):
 
     out = tmp_path / "eval"
     executed = run_notebook("06_evaluate", tmp_path / "exec", {"study_dir": str(demo_study), "out_dir": str(out),
-                                                               "ridge_iterations": 5}, cwd=tmp_path)
+                                                               "ridge_iterations": 5, "stats_resamples": 50},
+                            cwd=tmp_path)
     text = _text_outputs(executed)
     for part in ("mean r", "r / ceiling", "early visual", "auditory", "language", "default mode",
                  "speed on", "ms per second of video", "ridge: bands text, audio, video; delays 0.00, 1.49"):
@@ -215,7 +216,7 @@ def test_evaluate_notebook_on_a_one_story_roi_study(story_copy, tmp_path):
     np.save(run, a)
     out = tmp_path / "eval"
     executed = run_notebook("06_evaluate", tmp_path / "exec", {
-        "study_dir": str(story_copy), "out_dir": str(out), "ridge_iterations": 5,
+        "study_dir": str(story_copy), "out_dir": str(out), "ridge_iterations": 5, "stats_resamples": 50,
         "ridge_bands": ["text", "word_rate"], "nan_policy": "interpolate"}, cwd=tmp_path)
     text = _text_outputs(executed)
     for part in ("test: story[295.2, 369) s", "ridge: bands text, word_rate", "low-level: ridge on word_rate",

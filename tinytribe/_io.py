@@ -87,3 +87,17 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_csv_columns(path: str | os.PathLike) -> dict:
+    """A CSV file with a header (a training run's ``train_log.csv``) as {column: (n,) float array}; empty
+    cells are NaN."""
+    import csv
+
+    import numpy as np
+
+    with Path(path).open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        cols = reader.fieldnames or []
+    return {c: np.array([float(r[c]) if r[c] not in ("", None) else np.nan for r in rows]) for c in cols}

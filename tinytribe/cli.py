@@ -14,6 +14,7 @@
     tinytribe teacher import submission.npy --out runs/teacher/algonauts --tr-s 1.49 --teacher-id mine --allow-pickle
     tinytribe teacher storage runs/teacher/manifest.json
     tinytribe predict runs/phase3/checkpoints/best.pt clip.mp4 --out runs/predict --tr-s 1.49 --subject average
+    tinytribe report runs/evaluate
     tinytribe plan --hours 15
     tinytribe notebooks 00_setup_and_plan --out runs/notebooks -p chunk_s=6
 
@@ -195,6 +196,13 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from tinytribe.eval.report import write_report
+
+    print(f"wrote {write_report(args.run_dir)}")
+    return 0
+
+
 def _notebooks(args: argparse.Namespace) -> int:
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -310,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--video-model", default=None, help="video backbone weights (a folder); default the offline copy")
     pr.set_defaults(func=_predict)
+
+    rp = sub.add_parser("report", help="rebuild an evaluation's HTML report from its saved results.json")
+    rp.add_argument("run_dir", help="the evaluation's out_dir (notebook 06_evaluate)")
+    rp.set_defaults(func=_report)
 
     nb = sub.add_parser("notebooks", help="execute notebooks with papermill")
     nb.add_argument("names", nargs="*", help="notebook names (default: all, in order)")

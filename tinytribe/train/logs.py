@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinytribe._io import read_csv_columns
+
 
 class CSVLog:
     """Rows appended to a CSV file; a column first seen widens the header. On resume, rows past the
@@ -49,8 +51,4 @@ class CSVLog:
 
 def read_log(path: str | Path) -> dict[str, np.ndarray]:
     """A ``train_log.csv`` / ``val_log.csv`` as columns of floats (empty cells NaN), for plots."""
-    with Path(path).open(newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        cols = reader.fieldnames or []
-    return {c: np.array([float(r[c]) if r[c] not in ("", None) else np.nan for r in rows]) for c in cols}
+    return read_csv_columns(path)

@@ -1,0 +1,279 @@
+"""One self-contained HTML report per evaluation: opens with no network, every image inlined.
+
+    write_report("runs/evaluate", results)    # results.json + report.html in that folder
+    write_report("runs/evaluate")             # rebuilt from the saved results.json (tinytribe report DIR)
+
+``results`` is a plain dict (saved as ``results.json``) that notebook ``06_evaluate`` assembles:
+
+- ``title``, ``created``, ``provenance`` ({tinytribe_version, git_revision}), ``demo`` (bool: the
+  embedded demo study, whose subjects are simulated);
+- ``study``: name, space, split, subjects, stimuli, n_samples; ``ceiling_mean``;
+- ``stats``: :meth:`~tinytribe.eval.study_stats.StudyStats.to_dict` of every model on the split;
+- ``ablation``: rows ``{"row", "model" (a key of stats.models or None), "checkpoint" (info or None),
+  "note"}`` in the design's order (ridge; teacher; Phase 3 alone; Phase 2 alone; Phase 2 → 3;
+  Phase 1 → 2 → 3);
+- ``checkpoints``: model name -> {path, phase, step, recipe, model, params_m, space, init_from,
+  train_log, val_log};
+- ``speed``: {device, student_ms_per_s, end_to_end_ms_per_s, ...};
+- ``figures``: [{"title", "path" (relative to the folder)}], PNGs the evaluation saved.
+
+The loss curves are drawn here, from each checkpoint's training logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+ABLATION_ROWS = ("ridge", "teacher", "Phase 3 alone", "Phase 2 alone", "Phase 2 → 3", "Phase 1 → 2 → 3")
+CLAIM = ("self-supervision and distillation beat direct fine-tuning: Phase 1 → 2 → 3 above Phase 3 alone "
+         "on held-out fMRI")
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}th{background:#f4f4f4}
+td.l,th.l{text-align:left}
+.meta{color:#666}.verdict{border-left:4px solid #4a7;background:#f3faf5;padding:.6em 1em;margin:1em 0}
+.verdict.warn{border-color:#c90;background:#fdf8ec}.none{color:#999}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}
+pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:12px}details{margin:.4em 0}
+"""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _img(data_b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data_b64}">'
+
+
+def _iv(iv: dict | None, digits: int = 3) -> str:
+    if not iv or iv.get("estimate") is None:
+        return '<span class="none">–</span>'
+    est, lo, hi = (iv.get(k) for k in ("estimate", "low", "high"))
+    if lo is None or hi is None:
+        return f"{est:.{digits}f}"
+    return f"{est:.{digits}f} <span class=meta>[{lo:.{digits}f}, {hi:.{digits}f}]</span>"
+
+
+def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
+    """An HTML table; columns in ``left`` (text) are left-aligned, the others (numbers) right-aligned."""
+    def cls(i: int) -> str:
+        return ' class="l"' if i in left else ""
+
+    head = "".join(f"<th{cls(i)}>{h}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def verdict(results: dict) -> tuple[str, bool]:
+    """What the ablation table shows, in a sentence, and whether it is a warning.
+
+    On the demo the table shows the pipeline works end to end (its subjects are simulated from the
+    stimuli's features and its teacher is a stand-in: the claim cannot be tested there). On real data:
+    Phase 1 → 2 → 3 against Phase 3 alone, by their intervals: supported when the first's lower bound
+    is above the second's upper bound, contradicted in the reverse case, else not resolved by this split.
+    """
+    models = results.get("stats", {}).get("models", {})
+    rows = {r["row"]: r.get("model") for r in results.get("ablation", [])}
+    full, alone = models.get(rows.get("Phase 1 → 2 → 3") or ""), models.get(rows.get("Phase 3 alone") or "")
+    if results.get("demo"):
+        done = [r["row"] for r in results.get("ablation", []) if r.get("model") in models]
+        return (f"This is the embedded demo study: simulated subjects and a stand-in teacher. The table shows that "
+                f"every stage of the pipeline runs end to end ({len(done)} of {len(ABLATION_ROWS)} rows scored) and "
+                f"how the stages compare on simulated data; it does not test the design's central claim "
+                f"({CLAIM}). Run this notebook on a real study for that.", False)
+    if not full or not alone:
+        missing = [r for r, m in (("Phase 1 → 2 → 3", full), ("Phase 3 alone", alone)) if not m]
+        return f"The central claim ({CLAIM}) is not tested: no scores for {', '.join(missing)}.", True
+    a, b = full["mean_r"], alone["mean_r"]
+    diff = f"mean r {a['estimate']:.3f} [{a['low']:.3f}, {a['high']:.3f}] vs {b['estimate']:.3f} [{b['low']:.3f}, {b['high']:.3f}]"
+    if a["low"] > b["high"]:
+        return f"Real data: the central claim holds on this split ({CLAIM}): {diff}; the intervals do not overlap.", False
+    if a["high"] < b["low"]:
+        return f"Real data: the central claim fails on this split ({CLAIM}): {diff}; Phase 3 alone is better.", True
+    return (f"Real data: this split does not resolve the central claim ({CLAIM}): {diff}; the intervals overlap "
+            f"(more held-out data, or a paired test, would tell them apart).", True)
+
+
+def _ablation(results: dict) -> str:
+    stats = results.get("stats", {})
+    models = stats.get("models", {})
+    rows = []
+    for r in results.get("ablation", []):
+        m = models.get(r.get("model") or "")
+        ck = r.get("checkpoint") or {}
+        src = (f"<code>{html.escape(str(ck.get('path', '')))}</code><br><span class=meta>{html.escape(str(ck.get('phase', '')))}"
+               f", step {ck.get('step', '?')}{', from ' + html.escape(str(ck['init_from'])) if ck.get('init_from') else ''}"
+               f"</span>") if ck else html.escape(r.get("note") or "")
+        if m is None:
+            rows.append([html.escape(r["row"]), f'<span class="none">not scored: {html.escape(r.get("note") or "no checkpoint")}'
+                         '</span>', "", "", "", "", ""])
+            continue
+        sig = f"{m['n_significant']} / {m['n_tested']}"
+        rows.append([html.escape(r["row"]), src, _iv(m["mean_r"]), _iv(m.get("r_over_ceiling"), 2),
+                     f"{m['r2_mean']:.3f}" if m.get("r2_mean") is not None else "–", _iv(m.get("algonauts")), sig])
+    level = f"{stats.get('level', 0.95):.0%}"
+    return _table(["row", "from", f"mean r [{level} CI]", "r / ceiling", "R²", "Algonauts (Schaefer-1000)",
+                   f"FDR q={stats.get('q', 0.05)} discoveries"], rows, left=(0, 1))
+
+
+def _rois(results: dict) -> str:
+    stats = results.get("stats", {})
+    models = stats.get("models", {})
+    if not models:
+        return "<p class=none>no scores</p>"
+    names = list(models)
+    rois = list(next(iter(models.values()))["rois"])
+    rows = [["cortex", "", *[_iv(models[n]["mean_r"]) for n in names]]]
+    for roi in rois:
+        rows.append([html.escape(roi), str(stats.get("roi_outputs", {}).get(roi, "")),
+                     *[_iv(models[n]["rois"].get(roi)) for n in names]])
+    ceil = results.get("rois_ceiling", {})
+    header = ["ROI", "outputs", *[html.escape(n) for n in names]]
+    if ceil:
+        header.append("ceiling")
+        rows[0].append(f"{results.get('ceiling_mean', float('nan')):.3f}")
+        for row, roi in zip(rows[1:], rois):
+            row.append(f"{ceil.get(roi, float('nan')):.3f}")
+    return _table(header, rows)
+
+
+def _loss_curves(results: dict, root: Path) -> str:
+    from tinytribe._io import read_csv_columns
+    from tinytribe.eval.plots import plot_training
+
+    parts = []
+    for name, ck in results.get("checkpoints", {}).items():
+        log = ck.get("train_log")
+        if not log or not Path(log).is_file():
+            continue
+        val = ck.get("val_log")
+        val_log = read_csv_columns(val) if val and Path(val).is_file() else None
+        fig = plot_training(read_csv_columns(log), val_log)
+        fig.suptitle(f"{name}: {ck.get('recipe') or ck.get('phase')}", fontsize=9)
+        parts.append(f"<h3>{html.escape(name)}</h3>" + _img(_png(fig), f"loss curves of {name}"))
+    return "".join(parts) or "<p class=none>no training logs beside the checkpoints</p>"
+
+
+def _speed(results: dict) -> str:
+    sp = results.get("speed")
+    if not sp:
+        return "<p class=none>not measured</p>"
+    rows = [[html.escape(str(k).replace("_", " ")), html.escape(f"{v:.3f}" if isinstance(v, float) else str(v))]
+            for k, v in sp.items()]
+    return _table(["measure", "value"], rows, left=(0, 1))
+
+
+def _checkpoints(results: dict) -> str:
+    cks = results.get("checkpoints", {})
+    if not cks:
+        return "<p class=none>no student checkpoint</p>"
+    rows = [[html.escape(n), f"<code>{html.escape(str(c.get('path')))}</code>", html.escape(str(c.get("phase"))),
+             str(c.get("step")), html.escape(str(c.get("recipe", ""))), html.escape(str(c.get("model", ""))),
+             f"{c.get('params_m', float('nan')):.2f}M", html.escape(str(c.get("space", ""))),
+             html.escape(str(c.get("init_from") or "–"))] for n, c in cks.items()]
+    return _table(["model", "checkpoint", "phase", "step", "recipe", "config", "parameters", "space", "init from"], rows,
+                  left=(0, 1, 2, 4, 5, 7, 8))
+
+
+def render(results: dict, root: str | Path) -> str:
+    """The report as one HTML string (images inlined from ``root`` and drawn from the logs)."""
+    root = Path(root)
+    study = results.get("study", {})
+    stats = results.get("stats", {})
+    prov = results.get("provenance", {})
+    text, warn = verdict(results)
+    figures = []
+    for f in results.get("figures", []):
+        p = root / f["path"]
+        if p.is_file():
+            figures.append(f"<h3>{html.escape(f['title'])}</h3>" + _img(base64.b64encode(p.read_bytes()).decode(), f["title"]))
+    conventions = stats.get("conventions", {})
+    conv = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in conventions.items())
+    subjects = study.get("subjects", [])
+    parts = [
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        f"<title>{html.escape(results.get('title', 'Tiny-TRIBE report'))}</title>",
+        "<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(results.get('title', 'Tiny-TRIBE report'))}</h1>",
+        f"<p class=meta>{html.escape(study.get('name', ''))}, {html.escape(study.get('split', ''))} split: "
+        f"{len(subjects)} subjects, {len(study.get('stimuli', []))} held-out stimuli, {study.get('n_samples', '?')} TRs "
+        f"per presentation, {html.escape(study.get('space', ''))}. tinytribe {html.escape(str(prov.get('tinytribe_version', '?')))}"
+        f" ({html.escape(str(prov.get('git_revision', '?')))}), {html.escape(results.get('created', ''))}.</p>",
+        f"<div class=\"verdict{' warn' if warn else ''}\">{html.escape(text)}</div>",
+        "<h2>Ablation on the held-out split</h2>", _ablation(results),
+        f"<p class=meta>Intervals: {stats.get('level', 0.95):.0%} circular block bootstrap over TRs "
+        f"({stats.get('n_boot', '?')} resamples of {stats.get('block_trs', '?')}-TR = {stats.get('block_s', 0):.0f} s blocks); "
+        f"p-values: {stats.get('n_perm', '?')} block permutations per output, Benjamini–Hochberg per output. "
+        f"Pooled noise ceiling {results.get('ceiling_mean') if results.get('ceiling_mean') is None else format(results['ceiling_mean'], '.3f')}.</p>",
+        "<h2>Scores per ROI</h2>", _rois(results),
+        "<h2>Brain maps</h2>", "".join(figures) or "<p class=none>no maps</p>",
+        "<h2>Training</h2>", _loss_curves(results, root),
+        "<h2>Speed</h2>", _speed(results),
+        "<h2>Checkpoints and configuration</h2>", _checkpoints(results),
+        f"<details><summary>conventions</summary><ul>{conv}</ul></details>",
+        f"<details><summary>results.json</summary><pre>{html.escape(json.dumps(_brief(results), indent=1))}</pre></details>",
+        "</body></html>"]
+    return "\n".join(parts)
+
+
+def _brief(results: dict) -> dict:
+    """``results`` without the bulky per-output lists (for the page's raw view)."""
+    out = json.loads(json.dumps(results))
+    for m in out.get("stats", {}).get("models", {}).values():
+        for k in ("r", "p", "p_adjusted", "r_low", "r_high", "significant"):
+            m.pop(k, None)
+    return out
+
+
+def write_report(out_dir: str | Path, results: dict | None = None) -> Path:
+    """Save ``results`` as ``out_dir/results.json`` (or read it, to rebuild) and write ``out_dir/report.html``.
+
+    Raises:
+        FileNotFoundError: no ``results`` given and no ``results.json`` in ``out_dir``.
+    """
+    from tinytribe._io import atomic_write, atomic_write_json
+
+    out = Path(out_dir)
+    path = out / "results.json"
+    if results is None:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no saved results to rebuild the report from (notebook 06_evaluate "
+                                    f"writes them)")
+        results = json.loads(path.read_text())
+    else:
+        atomic_write_json(path, _plain(results))
+    page = render(results, out)
+    return atomic_write(out / "report.html", lambda f: f.write(page.encode("utf-8")))
+
+
+def _plain(x):
+    """JSON-safe: numpy scalars and arrays to Python, NaN to None."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _plain(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return None if not np.isfinite(x) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
