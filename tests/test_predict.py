@@ -86,14 +86,23 @@ def test_adjacent_windows_agree_in_their_overlaps(demo_study, demo_checkpoint):
         a, b = a[f1 - f0:], b[:f0 + n0 - f1]
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] >= 0.95
         assert np.abs(a - b).mean() <= 0.15 * y.std()
-        # the blend lies between the two windows wherever they overlap
-        blend = y[f1:f0 + n0]
-        assert ((blend >= np.minimum(a, b) - 1e-5) & (blend <= np.maximum(a, b) + 1e-5)).all()
+    # the blend: each window weighted by its ramps (rising over its overlap with the previous window,
+    # falling over the next), normalised
+    total, wsum = np.zeros_like(y, dtype=np.float64), np.zeros(len(y))
+    for (f, n), w, part in zip(windows, blend_weights(windows, len(y)), parts):
+        total[f:f + n] += w[:, None] * part
+        wsum[f:f + n] += w
+        assert (np.diff(w[:windows[1][1] // 2]) >= 0).all() if f > 0 else w[0] == 1.0   # ramps up after the first
+    np.testing.assert_allclose(y, total / wsum[:, None], atol=1e-5)
+    a, b = blend_weights(windows, len(y))[:2]
+    ov = windows[0][1] - windows[1][0]
+    np.testing.assert_allclose(a[-ov:] / (a[-ov:] + b[:ov]), np.linspace(1, 0, ov + 2)[1:-1], atol=1e-9)   # linear
     np.testing.assert_allclose(y[:windows[1][0]], parts[0][:windows[1][0]], atol=1e-6)   # one window: its own values
 
 
 MEMORY_SCRIPT = """
-import resource, sys, numpy as np, torch
+import resource, sys, warnings, numpy as np, torch
+warnings.simplefilter("error")   # a window longer than the trained length warns: fail instead
 sys.path.insert(0, {tests!r})
 from tiny import TINY
 from tinytribe.formats import FeatureCache
@@ -157,6 +166,9 @@ def test_outputs_read_back_in_nibabel_nilearn_and_h5py(pred, tmp_path):
         path = tmp_path / f"test01_space-fsaverage4_hemi-{hemi}.func.gii"
         img = nib.load(path)
         assert len(img.darrays) == N and img.darrays[0].data.shape == (2562,)
+        assert img.meta["AnatomicalStructurePrimary"] == ("CortexLeft" if hemi == "L" else "CortexRight")
+        assert {nib.nifti1.intent_codes.label[d.intent] for d in img.darrays} == {"time series"}
+        assert img.darrays[1].meta["TimeStep"] == "1490" and img.darrays[1].meta["Name"] == "1.490 s"
         assert [float(d.meta["time_s"]) for d in img.darrays] == pytest.approx(list(pred.times_s), abs=1e-3)
         data = load_surf_data(str(path))                                   # nilearn's reader: (vertices, time)
         np.testing.assert_allclose(data.T, pred.responses[:, h * 2562:(h + 1) * 2562])
@@ -215,6 +227,42 @@ def test_reduced_spaces_and_the_average_subject(demo_checkpoint, clip, cache):
     assert slow.responses.shape[0] == 15 and slow.info["tr_from"] == "given"
 
 
+def test_the_tr_defaults_to_the_checkpoints(demo_checkpoint, clip, cache, tmp_path):
+    from tinytribe.formats import Checkpoint
+
+    ck = Checkpoint.load(demo_checkpoint)
+    assert ck.train_config["data"] == {"backbones": {"text": "minilm", "audio": "whisper-tiny",
+                                                     "video": "efficientnet-lite0"}, "tr_s": 1.49}
+    ck.train_config["data"]["tr_s"] = 2.5                     # as if trained on a study with a 2.5 s TR
+    pred = predict(ck.save(tmp_path / "tr25.pt"), clip, cache_dir=cache)
+    assert pred.tr_s == 2.5 and pred.responses.shape[0] == 12 and pred.info["tr_from"] == "checkpoint"
+
+
+def test_the_cache_is_reused_until_the_transcript_changes(tmp_path):
+    from tinytribe.features.extract import FeatureExtractor
+    from tinytribe.predict import cached_features
+
+    tale = tmp_path / "tale.tsv"
+    tale.write_text("word\tonset\tduration\nonce\t0.5\t0.4\nupon\t1.0\t0.3\n")
+    ex = FeatureExtractor()
+    first = cached_features(tale, tmp_path / "cache", ex)
+    ex.timings.clear()
+    again = cached_features(tale, tmp_path / "cache", ex)
+    assert ex.timings == {} and again.n_steps == first.n_steps           # from the cache: nothing extracted
+    tale.write_text("word\tonset\tduration\nonce\t0.5\t0.4\nupon\t1.0\t0.3\na\t1.5\t0.2\ntime\t2.0\t0.4\n")
+    changed = cached_features(tale, tmp_path / "cache", ex)
+    assert "text backbone" in ex.timings and len(changed.words) == 4
+
+
+def test_offline_revisions_are_known_without_loading_the_backbones():
+    from tinytribe.features.extract import FeatureExtractor
+
+    ex = FeatureExtractor()
+    quick = {m: ex.revision(m) for m in ("text", "audio", "video")}
+    assert ex._models == {}, "a cache check loads no backbone"
+    assert quick == {m: ex.backbone(m).revision for m in quick}
+
+
 def test_bad_inputs_say_what_was_expected_and_given(demo_checkpoint, clip, cache, tmp_path):
     from tinytribe.data.demo.stimuli import write_media
     from tinytribe.features.extract import FeatureExtractor
@@ -246,11 +294,15 @@ def test_bad_inputs_say_what_was_expected_and_given(demo_checkpoint, clip, cache
     with pytest.raises(PredictionError, match=r"video features have 1280 values per step \(efficientnet-lite0\), "
                                               r"the checkpoint expects 640"):
         predict(small, clip, cache_dir=cache)
-    # a clip shorter than one TR
+    # a clip shorter than one TR (its features round up to 1.5 s: the media's own length counts)
     short = tmp_path / "blink.mp4"
-    write_media(short, [np.full((120, 160, 3), 128, np.uint8)] * 8, None)    # 0.8 s
-    with pytest.raises(PredictionError, match=r"blink: 1 s of media is shorter than one TR \(1.49 s\)"):
+    write_media(short, [np.full((120, 160, 3), 128, np.uint8)] * 12, None)    # 1.2 s at 10 fps
+    with pytest.raises(PredictionError, match=r"blink: 1.20 s of media is shorter than one TR \(1.49 s\)"):
         predict(demo_checkpoint, short, cache_dir=cache)
+    with pytest.raises(PredictionError, match=r"give space \('schaefer-400'\) or a parcellation, not both"):
+        predict(demo_checkpoint, clip, cache_dir=cache, space="schaefer-400", parcellation=np.ones(5124, int))
+    with pytest.raises(PredictionError, match=r"overlap of 8 TRs: must be at least 0 and less than the window"):
+        plan_windows(100, 8, 8)
 
 
 def test_the_cli_predicts_a_folder_and_refuses_an_unknown_subject(demo_checkpoint, demo_study, tmp_path, capsys):
@@ -272,6 +324,22 @@ def test_the_cli_predicts_a_folder_and_refuses_an_unknown_subject(demo_checkpoin
     capsys.readouterr()
     assert main(["predict", str(demo_checkpoint), str(media), "--out", str(out), "--subject", "nobody"]) == 2
     assert "tinytribe: error: subject 'nobody' is not in this checkpoint" in capsys.readouterr().err
+    (media / "tale.srt").write_text("1\n00:00:00,500 --> 00:00:01,000\nonce\n")   # a second stimulus 'tale'
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "tale.mp3").symlink_to(demo_study / "stimuli" / "radio01.mp3")
+    assert main(["predict", str(demo_checkpoint), str(media / "tale.tsv"), str(other), "--out", str(out)]) == 2
+    assert "tale.tsv and " in capsys.readouterr().err
+
+
+def test_the_extractor_follows_the_checkpoints_backbones(demo_checkpoint):
+    from tinytribe.formats import Checkpoint
+    from tinytribe.predict import extractor_for
+
+    ck = Checkpoint.load(demo_checkpoint)
+    ck.train_config["data"]["backbones"]["video"] = "mobilevit-s"
+    ex = extractor_for(ck, device="cpu", video_model="/models/mobilevit")
+    assert (ex.config.video, ex.config.video_model, ex.config.device) == ("mobilevit-s", "/models/mobilevit", "cpu")
 
 
 def test_the_movie_has_one_frame_per_tr_beside_the_clip(pred, clip, tmp_path):

@@ -181,16 +181,12 @@ def _teacher(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from tinytribe.features.extract import ExtractionConfig, FeatureExtractor
     from tinytribe.predict import predict_files
 
-    extractor = None
-    if args.device != "cpu" or args.video_model:
-        extractor = FeatureExtractor(ExtractionConfig(device=args.device, video_model=args.video_model))
     done = predict_files(args.checkpoint, args.inputs, args.out, formats=args.formats.split(","),
                          pictures=not args.no_pictures, movie=None if args.movie == "none" else args.movie,
                          cache_dir=args.cache, tr_s=args.tr_s, subject=args.subject, space=args.space,
-                         device=args.device, extractor=extractor)
+                         device=args.device, video_model=args.video_model)
     for stim, paths in done.items():
         print(f"{stim}: {len(paths)} files in {args.out}")
     return 0

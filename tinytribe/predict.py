@@ -173,7 +173,8 @@ def window_trs(config, tr_s: float, lead_in_s: float = LEAD_IN_S) -> int:
     steps = config.trained_steps or 0
     if steps <= 0:
         return DEFAULT_WINDOW_TRS
-    n = math.floor((steps / config.feature_rate_hz - lead_in_s) / tr_s + 1e-9)
+    # a window of n TRs spans at most n * TR * rate + lead-in * rate + 2 steps (rounding at both ends)
+    n = math.floor((steps - 2 - lead_in_s * config.feature_rate_hz) / (tr_s * config.feature_rate_hz) + 1e-9)
     if n < 2:
         raise PredictionError(f"the checkpoint was trained on windows of {steps / config.feature_rate_hz:g} s; "
                               f"with a {lead_in_s:g} s lead-in that leaves no room for {tr_s:g} s TRs")
@@ -183,9 +184,11 @@ def window_trs(config, tr_s: float, lead_in_s: float = LEAD_IN_S) -> int:
 def plan_windows(n_trs: int, size: int, overlap: int) -> list[tuple[int, int]]:
     """``(first, n)`` TR ranges of at most ``size`` covering ``0..n_trs - 1``, each overlapping the next
     by at least ``overlap`` (the last one ends at ``n_trs``)."""
+    if not 0 <= overlap < size:
+        raise PredictionError(f"overlap of {overlap} TRs: must be at least 0 and less than the window ({size} TRs)")
     if n_trs <= size:
         return [(0, n_trs)]
-    stride = max(size - overlap, 1)
+    stride = size - overlap
     firsts = list(range(0, n_trs - size, stride)) + [n_trs - size]
     return [(f, size) for f in firsts]
 
@@ -211,13 +214,15 @@ def blend_weights(windows: list[tuple[int, int]], n_trs: int) -> list[np.ndarray
 
 
 def predict_features(model, fc: FeatureCache, *, tr_s: float, subject: int | None = None, n_trs: int | None = None,
-                     window: int | None = None, overlap: int | None = None, modalities: list[str] | None = None,
-                     device: str = "cpu", return_windows: bool = False, progress: bool = False):
+                     duration_s: float | None = None, window: int | None = None, overlap: int | None = None,
+                     modalities: list[str] | None = None, device: str = "cpu", return_windows: bool = False,
+                     progress: bool = False):
     """Responses of ``model`` to the features ``fc`` on the TR grid ``k * tr_s``, in its own space.
 
     Args:
         subject: the FiLM row (None: the average subject).
-        n_trs: how many TRs (default: those that end within the features).
+        n_trs: how many TRs (default: those that end within ``duration_s``).
+        duration_s: the stimulus length (default: the features' end, which rounds it up to a step).
         window, overlap: TRs per window (default :func:`window_trs`) and overlap (default a quarter).
         modalities: those the model reads (default those with content).
         return_windows: also return each window's own (n, V) prediction, before blending.
@@ -229,11 +234,11 @@ def predict_features(model, fc: FeatureCache, *, tr_s: float, subject: int | Non
 
     from tinytribe.model.timegrid import TimeGrid
 
-    end_s = fc.t0_s + fc.n_steps / fc.rate_hz
+    end_s = duration_s if duration_s is not None else fc.t0_s + fc.n_steps / fc.rate_hz
     if n_trs is None:
         n_trs = math.floor(end_s / tr_s + 1e-9)
     if n_trs < 1:
-        raise PredictionError(f"{fc.stimulus_id}: {end_s:g} s of media is shorter than one TR ({tr_s:g} s)")
+        raise PredictionError(f"{fc.stimulus_id}: {end_s:.2f} s of media is shorter than one TR ({tr_s:g} s)")
     window = window or window_trs(model.config, tr_s)
     overlap = overlap if overlap is not None else max(window // 4, 1)
     windows = plan_windows(n_trs, window, overlap)
@@ -282,7 +287,7 @@ def cached_features(source: str | Path, cache_dir: str | Path, extractor=None, *
         raise PredictionError(f"{source}: no such file")
     extractor = extractor or FeatureExtractor()
     path = Path(cache_dir) / f"{stimulus_id(source)}.npz"
-    if transcript is None and path.exists() and extractor.is_current(path, source, 0.0):
+    if path.exists() and extractor.is_current(path, source, 0.0, transcript=Path(transcript) if transcript else None):
         return FeatureCache.load(path)
     if is_transcript(source):
         fc = extractor.extract(None, transcript=source, stimulus_id=stimulus_id(source))
@@ -309,47 +314,59 @@ def media_files(inputs: list[str | Path]) -> list[Path]:
             raise PredictionError(f"{p}: no such file or folder")
     if not out:
         raise PredictionError(f"no media or transcript in {', '.join(map(str, inputs))}")
+    from tinytribe.features.words import stimulus_id
+
+    seen: dict[str, Path] = {}
+    for f in out:   # outputs and cache files are named by stimulus: two files of one name would overwrite
+        if stimulus_id(f) in seen:
+            raise PredictionError(f"{seen[stimulus_id(f)]} and {f} are both stimulus {stimulus_id(f)!r}: their "
+                                  f"outputs would overwrite each other; rename one or predict them separately")
+        seen[stimulus_id(f)] = f
     return out
 
 
 # -- the whole thing ----------------------------------------------------------------------------------------------
 
-def predict(checkpoint: str | Path, media: str | Path, *, tr_s: float | None = None, subject: str | None = None,
+def predict(checkpoint, media: str | Path, *, tr_s: float | None = None, subject: str | None = None,
             space: str | None = None, parcellation: np.ndarray | None = None, cache_dir: str | Path = "runs/features",
             extractor=None, transcript: str | Path | None = None, device: str = "cpu", window: int | None = None,
             model=None, progress: bool = False) -> Prediction:
     """Responses of a checkpoint's model to one media file, audio file or transcript.
 
     Args:
+        checkpoint: a checkpoint file, or a loaded :class:`~tinytribe.formats.Checkpoint` (many files).
         tr_s: the TR of the output grid (default: the checkpoint's training TR, else 1.49 s).
         subject: ``None``/``"average"``, or one of the checkpoint's subjects.
         space: the output space: the checkpoint's (default) or one it reduces to.
         parcellation: (V,) labels 1..P of the checkpoint's outputs, to average into P parcels instead.
-        extractor: a :class:`~tinytribe.features.extract.FeatureExtractor` (default: the offline backbones);
-            ``cache_dir`` keeps its features.
+        extractor: a :class:`~tinytribe.features.extract.FeatureExtractor` (default: :func:`extractor_for`
+            the checkpoint on ``device``); ``cache_dir`` keeps its features.
         model: the checkpoint's model, already loaded (many files with one model).
     """
     from tinytribe.formats import Checkpoint
     from tinytribe.model.checkpoint import model_from_checkpoint
 
-    ck = Checkpoint.load(checkpoint)
-    model = model or model_from_checkpoint(ck, checkpoint)
+    from tinytribe.features.decode import probe_media
+    from tinytribe.features.words import is_transcript
+
+    ck, where = (checkpoint, "<checkpoint>") if isinstance(checkpoint, Checkpoint) else (Checkpoint.load(checkpoint),
+                                                                                      str(checkpoint))
+    model = model or model_from_checkpoint(ck, where)
     cfg = model.config
     data = (ck.train_config or {}).get("data", {}) or {}
     row, who = subject_row(cfg, subject)
+    if parcellation is not None and space is not None:
+        raise PredictionError(f"give space ({space!r}) or a parcellation, not both")
     target = check_space(cfg.space, space) if parcellation is None else cfg.space
     tr = float(tr_s if tr_s is not None else (data.get("tr_s") or DEFAULT_TR_S))
     if not tr > 0:
         raise PredictionError(f"tr_s must be positive, got {tr_s}")
-    if extractor is None:
-        from tinytribe.features.extract import ExtractionConfig, FeatureExtractor
-
-        trained = data.get("backbones", {})
-        extractor = FeatureExtractor(ExtractionConfig(**{m: trained[m] for m in ("video",) if m in trained}))
+    extractor = extractor or extractor_for(ck, device=device)
     fc = cached_features(media, cache_dir, extractor, transcript=transcript)
     used = check_features(fc, cfg, data, str(media))
-    y, times, windows = predict_features(model, fc, tr_s=tr, subject=row, window=window, modalities=used,
-                                         device=device, progress=progress)
+    duration = None if is_transcript(media) else probe_media(media).duration_s
+    y, times, windows = predict_features(model, fc, tr_s=tr, subject=row, duration_s=duration, window=window,
+                                         modalities=used, device=device, progress=progress)
     if parcellation is not None:
         y = reduce_to_parcels(y, parcellation, cfg.space)
         target = f"custom:{y.shape[1]}"
@@ -360,8 +377,18 @@ def predict(checkpoint: str | Path, media: str | Path, *, tr_s: float | None = N
             "tr_from": "given" if tr_s is not None else ("checkpoint" if data.get("tr_s") else "default 1.49 s"),
             "backbones": {m: b.get("name") for m, b in fc.backbones.items()},
             "space_note": _space_note(cfg.space, target), **provenance()}
-    return Prediction(fc.stimulus_id, str(media), y.astype(np.float32), times, tr, target, who, str(checkpoint),
+    return Prediction(fc.stimulus_id, str(media), y.astype(np.float32), times, tr, target, who, where,
                       list(fc.words), windows, None, info)
+
+
+def extractor_for(ck, *, device: str = "cpu", video_model: str | None = None):
+    """A :class:`~tinytribe.features.extract.FeatureExtractor` with the backbones ``ck`` (a Checkpoint)
+    was trained on (``train_config["data"]["backbones"]``; the defaults when not recorded)."""
+    from tinytribe.features.extract import ExtractionConfig, FeatureExtractor
+
+    trained = ((ck.train_config or {}).get("data") or {}).get("backbones", {})
+    return FeatureExtractor(ExtractionConfig(device=device, video_model=video_model,
+                                             **{m: trained[m] for m in ("text", "audio", "video") if m in trained}))
 
 
 def _space_note(model_space: str, space: str) -> str:
@@ -374,8 +401,8 @@ def _space_note(model_space: str, space: str) -> str:
 
 def save_prediction(pred: Prediction, out_dir: str | Path, formats: tuple[str, ...] | list[str] = FORMATS) -> list[Path]:
     """Write ``pred`` as ``<stimulus>.npy`` (+ ``.times.npy`` and a ``.json`` sidecar), ``<stimulus>.h5``
-    and GIFTI (``<stimulus>_space-<space>_hemi-{L,R}.func.gii``; parcel spaces painted on fsaverage5;
-    none for a ``custom:N`` space). Each file is written atomically."""
+    and GIFTI (``<stimulus>_space-<space>_hemi-{L,R}.func.gii``; parcel spaces painted on fsaverage5 as
+    ``space-fsaverage5_desc-<parcels>``; none for a ``custom:N`` space). Each file is written atomically."""
     from tinytribe._io import atomic_write, atomic_write_json
 
     unknown = set(formats) - set(FORMATS)
@@ -412,6 +439,14 @@ def save_h5(pred: Prediction, path: str | Path) -> Path:
     return atomic_write(path, write)
 
 
+def gifti_entities(space: str) -> str:
+    """BIDS-style name parts of a space's GIFTI: ``space-fsaverage4``; parcels are drawn on fsaverage5,
+    so ``space-fsaverage5_desc-schaefer400`` (entity values have no hyphens)."""
+    if space in PARCELLATIONS:
+        return f"space-fsaverage5_desc-{space.replace('-', '')}"
+    return f"space-{space}"
+
+
 def save_gifti(pred: Prediction, out_dir: str | Path) -> list[Path]:
     """One ``.func.gii`` per hemisphere, one data array per TR (its time in the array's metadata).
 
@@ -441,10 +476,11 @@ def save_gifti(pred: Prediction, out_dir: str | Path) -> list[Path]:
                 "tinytribe_version": str(pred.info.get("tinytribe_version", ""))}
         arrays = [nib.gifti.GiftiDataArray(part[k].astype(np.float32), intent="NIFTI_INTENT_TIME_SERIES",
                                            datatype="NIFTI_TYPE_FLOAT32",
-                                           meta={"time_s": f"{pred.times_s[k]:.4f}", "TR_index": str(k)})
-                  for k in range(part.shape[0])]
+                                           meta={"Name": f"{pred.times_s[k]:.3f} s", "time_s": f"{pred.times_s[k]:.4f}",
+                                                 "TimeStep": f"{pred.tr_s * 1000:g}", "TR_index": str(k)})
+                  for k in range(part.shape[0])]   # TimeStep in ms, as FreeSurfer writes time series
         img = nib.gifti.GiftiImage(darrays=arrays, meta=nib.gifti.GiftiMetaData(meta))
-        path = Path(out_dir) / f"{pred.stimulus}_space-{space}_hemi-{hemi}.func.gii"
+        path = Path(out_dir) / f"{pred.stimulus}_{gifti_entities(space)}_hemi-{hemi}.func.gii"
         paths.append(atomic_write(path, lambda f, img=img: f.write(img.to_bytes())))
     return paths
 
@@ -476,11 +512,12 @@ def save_pictures(pred: Prediction, out_dir: str | Path, media: str | Path | Non
     figs = [("timecourses", plot_timecourses(pred, rois, measured=measured, media=video))]
     if has_surface(pred.space):
         figs.insert(0, ("maps", plot_prediction_maps(pred)))
+    from tinytribe._io import atomic_write
+
     for name, fig in figs:
-        path = out / f"{pred.stimulus}_{name}.png"
-        fig.savefig(path, dpi=90, bbox_inches="tight")
+        written.append(atomic_write(out / f"{pred.stimulus}_{name}.png",
+                                    lambda f, fig=fig: fig.savefig(f, format="png", dpi=90, bbox_inches="tight")))
         plt.close(fig)
-        written.append(path)
     if movie and has_surface(pred.space):
         written.append(write_movie(pred, video, out / f"{pred.stimulus}_brain.{movie}"))
     return written
@@ -498,6 +535,8 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     files = media_files(inputs)
     ck = Checkpoint.load(checkpoint)
     model = model_from_checkpoint(ck, checkpoint)
+    kwargs.setdefault("extractor", extractor_for(ck, device=kwargs.get("device", "cpu"),
+                                                 video_model=kwargs.pop("video_model", None)))
     cache = Path(cache_dir) if cache_dir is not None else Path(out_dir) / "features"
     done: dict[str, list[Path]] = {}
     it = files
@@ -506,7 +545,8 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
 
         it = tqdm(files, desc="predict", unit="file")
     for f in it:
-        pred = predict(checkpoint, f, cache_dir=cache, model=model, **kwargs)
+        pred = predict(ck, f, cache_dir=cache, model=model, **kwargs)
+        pred.checkpoint = str(checkpoint)
         paths = save_prediction(pred, out_dir, formats)
         if pictures:
             paths += save_pictures(pred, out_dir, f, movie=movie)
@@ -533,8 +573,8 @@ def measured_responses(study_dir: str | Path, pred: Prediction, subject: str) ->
         raise PredictionError(f"{study_dir}: no run of {pred.stimulus!r} for {subject!r} "
                               f"({'its subjects with one: ' + ', '.join(have) if have else 'no subject saw it'})")
     run = runs[0]
-    space = check_space(study.study.space, pred.space) if not pred.space.startswith("custom:") else pred.space
-    if space != pred.space or study.study.n_outputs != space_size(study.study.space):
-        raise PredictionError(f"{study_dir}: {study.study.space} data cannot be compared with {pred.space} predictions")
+    if pred.space != study.study.space and not _reduces(study.study.space, pred.space):
+        raise PredictionError(f"{study_dir}: its {study.study.space} data do not reduce to the predictions' "
+                              f"{pred.space}: predict in {study.study.space} or a space it reduces to")
     y, _ = resample(run.fmri, run.bold_times_s, run.tr_s, pred.times_s, pred.tr_s)
     return to_space(y, study.study.space, pred.space).astype(np.float32)

