@@ -176,3 +176,15 @@ if movie and has_surface(pred.space):
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     if movie == "gif":
         display(Image(filename=str(path)))
+
+# %% [markdown]
+# Everything above on one self-contained page (no network, pictures inlined), to share or archive:
+
+# %%
+from tinytribe.eval.report import write_prediction_report
+
+pictures = [(t, Path(out_dir) / f"{pred.stimulus}_{k}") for t, k in (
+    ("predicted response on the inflated surface", "maps.png"), ("ROI time courses", "timecourses.png"),
+    ("predicted activity beside the clip, one frame per TR", f"brain.{movie}"))]
+page = write_prediction_report(Path(out_dir) / f"{pred.stimulus}_report.html", pred.metadata(), pictures)
+print(f"{page} ({page.stat().st_size / 1e6:.1f} MB)")

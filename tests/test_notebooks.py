@@ -330,3 +330,5 @@ def test_predict_notebook_writes_outputs_and_pictures_for_a_demo_video(demo_stud
     left = np.stack([d.data for d in nib.load(out / "test01_space-fsaverage4_hemi-L.func.gii").darrays])
     np.testing.assert_array_equal(left, y[:, :2562])
     assert all((out / f"test01_{k}").is_file() for k in ("maps.png", "timecourses.png", "brain.gif"))
+    page = (out / "test01_report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and page.count("data:image/gif;base64,") == 1

@@ -318,6 +318,8 @@ def test_the_cli_predicts_a_folder_and_refuses_an_unknown_subject(demo_checkpoin
                  "--movie", "none", "--formats", "npy"]) == 0
     assert (out / "radio01.npy").is_file() and (out / "tale.npy").is_file()
     assert (out / "radio01_timecourses.png").is_file() and (out / "radio01_maps.png").is_file()
+    page = (out / "radio01_report.html").read_text()      # one self-contained page: pictures inlined
+    assert page.count("data:image/png;base64,") == 2 and "://" not in page and "tiny-tribe-demo/sub-03" in page
     meta = json.loads((out / "tale.json").read_text())
     assert meta["modalities"] == ["text"] and meta["subject"] == "tiny-tribe-demo/sub-03"
     assert json.loads((out / "radio01.json").read_text())["modalities"] == ["text", "audio"]   # ASR words

@@ -489,7 +489,8 @@ def save_pictures(pred: Prediction, out_dir: str | Path, media: str | Path | Non
                   rois: dict[str, np.ndarray] | None = None, movie: str | None = "gif",
                   measured: np.ndarray | None = None) -> list[Path]:
     """``<stimulus>_maps.png`` (the surface at three times), ``<stimulus>_timecourses.png`` (named ROIs
-    under frames and words) and ``<stimulus>_brain.<movie>`` (``gif``/``mp4``, None: none) in ``out_dir``.
+    under frames and words), ``<stimulus>_brain.<movie>`` (``gif``/``mp4``, None: none) and
+    ``<stimulus>_report.html`` (all of it on one self-contained page) in ``out_dir``.
     Surfaces need a mesh or parcel space; a ``custom:N`` prediction gets its time courses only."""
     import matplotlib.pyplot as plt
 
@@ -520,6 +521,12 @@ def save_pictures(pred: Prediction, out_dir: str | Path, media: str | Path | Non
         plt.close(fig)
     if movie and has_surface(pred.space):
         written.append(write_movie(pred, video, out / f"{pred.stimulus}_brain.{movie}"))
+    from tinytribe.eval.report import write_prediction_report
+
+    titles = {"maps": "predicted response on the inflated surface", "timecourses": "ROI time courses",
+              "brain": "predicted activity beside the clip, one frame per TR"}
+    pictures = [(titles[p.stem.rsplit("_", 1)[-1]], p) for p in written]
+    written.append(write_prediction_report(out / f"{pred.stimulus}_report.html", pred.metadata(), pictures))
     return written
 
 

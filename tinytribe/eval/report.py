@@ -1,4 +1,5 @@
-"""One self-contained HTML report per evaluation: opens with no network, every image inlined.
+"""One self-contained HTML report per evaluation (and per prediction): opens with no network, every
+image inlined.
 
     write_report("runs/evaluate", results)    # results.json + report.html in that folder
     write_report("runs/evaluate")             # rebuilt from the saved results.json (tinytribe report DIR)
@@ -56,8 +57,8 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _img(data_b64: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data_b64}">'
+def _img(data_b64: str, alt: str, mime: str = "image/png") -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{data_b64}">'
 
 
 def _iv(iv: dict | None, digits: int = 3) -> str:
@@ -201,7 +202,7 @@ def render(results: dict, root: str | Path) -> str:
     for f in results.get("figures", []):
         p = root / f["path"]
         if p.is_file():
-            figures.append(f"<h3>{html.escape(f['title'])}</h3>" + _img(base64.b64encode(p.read_bytes()).decode(), f["title"]))
+            figures.append(_file_img(p, f["title"]))
     conventions = stats.get("conventions", {})
     conv = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in conventions.items())
     subjects = study.get("subjects", [])
@@ -260,6 +261,37 @@ def write_report(out_dir: str | Path, results: dict | None = None) -> Path:
         atomic_write_json(path, _plain(results))
     page = render(results, out)
     return atomic_write(out / "report.html", lambda f: f.write(page.encode("utf-8")))
+
+
+def _file_img(path: Path, title: str) -> str:
+    mime = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}[path.suffix.lower()]
+    return f"<h3>{html.escape(title)}</h3>" + _img(base64.b64encode(path.read_bytes()).decode(), title, mime)
+
+
+def write_prediction_report(path: str | Path, metadata: dict, pictures: list[tuple[str, str | Path]]) -> Path:
+    """One self-contained HTML page for a prediction: what was predicted (stimulus, subject, space, TR,
+    samples, modalities, checkpoint, provenance), the output files, and the pictures inlined
+    (``(title, file)`` pairs: PNG maps and time courses, the GIF movie). Atomic."""
+    from tinytribe._io import atomic_write
+
+    path = Path(path)
+    keys = ("stimulus", "source", "subject", "space", "tr_s", "n_samples", "n_outputs", "times", "modalities",
+            "words_source", "checkpoint", "checkpoint_phase", "checkpoint_step", "tr_from", "space_note", "backbones",
+            "tinytribe_version", "git_revision")
+    rows = [[html.escape(k.replace("_", " ")), html.escape(str(metadata[k]))] for k in keys if k in metadata]
+    images = "".join(_file_img(Path(f), t) for t, f in pictures if Path(f).suffix.lower() in (".png", ".gif")
+                     and Path(f).is_file())
+    title = f"Tiny-TRIBE prediction: {metadata.get('stimulus', '')}"
+    page = "\n".join([
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>", f"<title>{html.escape(title)}</title>",
+        "<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
+        f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+        f"<p class=meta>{metadata.get('n_samples', '?')} samples of {metadata.get('tr_s', '?')} s "
+        f"(sample k covers [k·TR, (k+1)·TR) of stimulus time), {html.escape(str(metadata.get('space', '')))}, subject "
+        f"{html.escape(str(metadata.get('subject', '')))}.</p>",
+        "<h2>What was predicted</h2>", _table(["", ""], rows, left=(0, 1)),
+        "<h2>Pictures</h2>", images or "<p class=none>no pictures</p>", "</body></html>"])
+    return atomic_write(path, lambda f: f.write(page.encode("utf-8")))
 
 
 def _plain(x):
