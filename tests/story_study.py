@@ -98,7 +98,6 @@ def build_story_study(root: Path, extractor, seed: int = 0) -> Path:
         conv = np.stack([np.convolve(x[:, k], kernel)[: t_fine.size] for k in range(len(ROIS))], axis=1)
         drivers.append((conv - conv.mean(0)) / conv.std(0))
     n_tr = int(duration // TR)
-    bold = np.arange(n_tr) * TR
 
     def tr_mean(x: np.ndarray) -> np.ndarray:  # the mean over each [tau, tau + TR)
         return x[: n_tr * int(TR * fine)].reshape(n_tr, int(TR * fine), -1).mean(1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinytribe.formats import FeatureCache, ManifestItem, TeacherChunk
-from tinytribe.teacher.cache import expected_storage, measured_storage, stitch_chunks, teacher_job_work
+from tinytribe.teacher.cache import expected_storage, stitch_chunks, teacher_job_work
 from tinytribe.teacher.diversity import diversity_manifest
 from tinytribe.teacher.importing import import_predictions
 from tinytribe.teacher.protocol import grid_times, load_teacher
