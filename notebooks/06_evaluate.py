@@ -250,7 +250,7 @@ def checkpoint_info(path: str) -> dict:
     run = Path(path).parent.parent
     return {"path": str(path), "phase": c.phase, "step": c.step, "recipe": c.recipe, "model": c.config.get("name"),
             "params_m": sum(v.numel() for v in c.model_state.values()) / 1e6, "space": c.config.get("space"),
-            "init_from": c.train_config.get("recipe", {}).get("init_from"),
+            "init_from": c.train_config.get("recipe", {}).get("init_from"), "teacher": c.teacher,
             "train_log": str(run / "train_log.csv"), "val_log": str(run / "val_log.csv")}
 
 

@@ -186,9 +186,19 @@ def _checkpoints(results: dict) -> str:
     rows = [[html.escape(n), f"<code>{html.escape(str(c.get('path')))}</code>", html.escape(str(c.get("phase"))),
              str(c.get("step")), html.escape(str(c.get("recipe", ""))), html.escape(str(c.get("model", ""))),
              f"{c.get('params_m', float('nan')):.2f}M", html.escape(str(c.get("space", ""))),
-             html.escape(str(c.get("init_from") or "–"))] for n, c in cks.items()]
-    return _table(["model", "checkpoint", "phase", "step", "recipe", "config", "parameters", "space", "init from"], rows,
-                  left=(0, 1, 2, 4, 5, 7, 8))
+             html.escape(str(c.get("init_from") or "–")), html.escape(_teacher(c))] for n, c in cks.items()]
+    note = ("<p class=meta>A student distilled from TRIBE v2 (its outputs and weights are CC BY-NC 4.0) is bound by "
+            "the non-commercial condition; one trained only on fMRI and self-supervision is not. The teacher column "
+            "is the one each checkpoint's own training used (its init_from may have used another).</p>")
+    return _table(["model", "checkpoint", "phase", "step", "recipe", "config", "parameters", "space", "init from",
+                   "teacher"], rows, left=(0, 1, 2, 4, 5, 7, 8, 9)) + note
+
+
+def _teacher(c: dict) -> str:
+    t = c.get("teacher")
+    if not t:
+        return "none" if "teacher" in c else "?"
+    return f"{t.get('id', '?')} ({t.get('revision', '?')})"
 
 
 def render(results: dict, root: str | Path) -> str:
