@@ -95,11 +95,11 @@ if checkpoint:
     model, ck = load_checkpoint(checkpoint)
     predictions["student"] = E.student_predictions(study, runs, model, device=device)
     print(f"student: {checkpoint} (phase {ck.phase}, step {ck.step})")
+from tinytribe.eval.report import ablation_rows
+
 checkpoints = {"student": checkpoint} if checkpoint else {}
 ablation_notes = {}
-for row, path in ablation.items():   # the ablation's checkpoints, each scored like the student
-    if row in ("ridge", "teacher"):
-        raise ValueError(f"ablation row {row!r}: the baselines are always scored; name checkpoint rows only")
+for row, path in ablation_rows(ablation).items():   # the ablation's checkpoints, each scored like the student
     if not path or not Path(path).is_file():
         ablation_notes[row] = f"{path} does not exist" if path else "no checkpoint given"
         print(f"ablation {row}: not scored ({ablation_notes[row]})")
@@ -240,27 +240,26 @@ print(f"wrote {report} and {out / 'maps.npz'}")
 # %%
 import datetime
 
-from tinytribe.eval.report import ABLATION_ROWS, write_report
-from tinytribe.formats import Checkpoint
+from tinytribe.eval.report import ABLATION_ROWS, CONTRASTS, checkpoint_info, lineage_problem, write_report
 from tinytribe.provenance import provenance
 
-
-def checkpoint_info(path: str) -> dict:
-    c = Checkpoint.load(path)
-    run = Path(path).parent.parent
-    return {"path": str(path), "phase": c.phase, "step": c.step, "recipe": c.recipe, "model": c.config.get("name"),
-            "params_m": sum(v.numel() for v in c.model_state.values()) / 1e6, "space": c.config.get("space"),
-            "init_from": c.train_config.get("recipe", {}).get("init_from"), "teacher": c.teacher,
-            "train_log": str(run / "train_log.csv"), "val_log": str(run / "val_log.csv")}
-
-
-infos = {name: checkpoint_info(path) for name, path in checkpoints.items()}
-baseline_notes = {"ridge": "", "teacher": "the study's stimuli have no teacher outputs"}
+infos = {name: checkpoint_info(path, out) for name, path in checkpoints.items()}   # logs copied into out/logs
+for name, info in infos.items():
+    problem = lineage_problem(name, info["lineage"]) if name in ABLATION_ROWS else None
+    if problem:
+        info["lineage_problem"] = problem
+        print(f"ablation {name}: {problem}")
+teacher_id = (study.stimuli[study.runs[runs.runs[0]].stimulus].teacher.teacher.get("id")
+              if "teacher" in predictions else None)
+baseline = {"ridge": f"banded ridge on {', '.join(ridge.bands)}, fitted per subject on the {train_split} split",
+            "teacher": f"cached teacher outputs ({teacher_id})" if teacher_id else
+            "the study's stimuli have no teacher outputs"}
 rows = [{"row": r, "model": r if r in predictions else None, "checkpoint": infos.get(r),
-         "note": "" if r in predictions else baseline_notes.get(r, ablation_notes.get(r, "no checkpoint given"))}
+         "note": baseline.get(r, "" if r in predictions else ablation_notes.get(r, "no checkpoint given"))}
         for r in ABLATION_ROWS]
-rows += [{"row": r, "model": r, "checkpoint": infos.get(r), "note": ""} for r in ablation if r not in ABLATION_ROWS
-         and r in predictions]
+contrasts = {f"{a} − {b}": stats.contrast(a, b).to_dict() for a, b in CONTRASTS if a in predictions and b in predictions}
+for name, iv in contrasts.items():
+    print(f"{name}: {iv['estimate']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}] (paired block bootstrap)")
 results = {"title": f"Tiny-TRIBE evaluation: {study.study.name}, {split} split",
            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "provenance": provenance(), "demo": (Path(study_dir) / "demo.json").is_file(),
@@ -268,7 +267,11 @@ results = {"title": f"Tiny-TRIBE evaluation: {study.study.name}, {split} split",
                      "stimuli": ev.stimuli, "n_samples": ev.n_samples},
            "ceiling_mean": ev.ceiling_mean() if ev.reliability is not None else None,
            "rois_ceiling": {r["roi"]: r["ceiling"] for r in ev.roi_table(rois)} if ev.reliability is not None else {},
-           "stats": stats.to_dict(), "ablation": rows, "checkpoints": infos, "speed": extra["speed"],
-           "figures": figures}
+           "stats": stats.to_dict(), "ablation": rows, "contrasts": contrasts, "checkpoints": infos,
+           "speed": extra["speed"], "figures": figures,
+           "config": {"study_dir": str(study_dir), "split": split, "train_split": train_split, "detrend": detrend,
+                      "nan_policy": nan_policy, "ridge_iterations": ridge_iterations,
+                      "ridge_bands": list(ridge.bands), "ridge_pooled": ridge_pooled, "low_level_bands": low,
+                      "stats_resamples": stats_resamples, "device": device}}
 html_path = write_report(out, results)
 print(f"wrote {html_path} ({html_path.stat().st_size / 1e6:.1f} MB)")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tinytribe.cli import run_notebook
-from tinytribe.eval.report import ABLATION_ROWS, verdict, write_report
+from tinytribe.eval.report import ABLATION_ROWS, ablation_rows, lineage_problem, verdict, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("TINYTRIBE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -37,6 +37,8 @@ def render_in_chromium(page_path: Path, png: Path) -> dict:
         page.wait_for_load_state("load")
         seen["table"] = page.eval_on_selector_all(
             "table:first-of-type tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText))")
+        seen["contrasts"] = page.eval_on_selector_all(
+            "table:nth-of-type(2) tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText))")
         seen["images"] = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.naturalWidth, i.alt])")
         png.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(png), full_page=True)
@@ -59,10 +61,16 @@ def test_the_report_renders_in_chromium_with_the_ablation_filled(demo_study, abl
     assert [r[0].replace("\n", " ") for r in table[1:]] == list(ABLATION_ROWS)
     for row in table[1:]:
         assert row[2].split()[0].lstrip("-").replace(".", "").isdigit(), row      # a mean r with its interval
-        assert "[" in row[2] and "/" in row[6]
+        for col in (2, 3, 5):                                                      # r, r / ceiling, Algonauts
+            lo, hi = row[col].split("[")[1].rstrip("]").split(",")
+            assert float(lo) <= float(row[col].split()[0]) <= float(hi), row
+        assert "/" in row[6] and row[4].lstrip("-").replace(".", "").isdigit()
     for row, name in zip(table[3:], ABLATION_ROWS[2:]):                             # the checkpoint each came from
-        assert str(ablation_checkpoints[name]) in row[1].replace("\n", "")
-    assert len(seen["images"]) >= 6 and all(w > 0 for w, _ in seen["images"])      # bars, maps, 4 loss curves
+        assert str(ablation_checkpoints[name]) in row[1].replace("\n", "") and "⚠" not in row[1]
+    assert "lineage fmri ← kd ← selfsup" in table[6][1].replace("\n", " ")
+    assert [r[0] for r in seen["contrasts"][1:]] == ["Phase 1 → 2 → 3 − Phase 3 alone", "Phase 2 → 3 − Phase 3 alone"]
+    # bars, maps, ridge bands, and one loss-curve figure per checkpoint: each decoded by the browser
+    assert len(seen["images"]) == 3 + 4 and all(w > 100 for w, _ in seen["images"]), seen["images"]
     html = page.read_text()
     assert "http://" not in html and "https://" not in html and "embedded demo study" in html
     before = page.read_bytes()
@@ -73,25 +81,55 @@ def test_the_report_renders_in_chromium_with_the_ablation_filled(demo_study, abl
     assert (ARTIFACTS / "report.png").stat().st_size > 100_000
 
 
-def _results(full: tuple[float, float, float], alone: tuple[float, float, float], demo: bool = False) -> dict:
-    def iv(t):
-        return {"mean_r": {"estimate": t[0], "low": t[1], "high": t[2]}}
+def _results(diff: tuple[float, float, float], demo: bool = False, problem: str | None = None) -> dict:
+    ck = {"lineage_problem": problem} if problem else {}
+    return {"demo": demo, "stats": {"models": {"a": {}, "b": {}}},
+            "contrasts": {"Phase 1 → 2 → 3 − Phase 3 alone": dict(zip(("estimate", "low", "high"), diff))},
+            "ablation": [{"row": "Phase 1 → 2 → 3", "model": "a", "checkpoint": ck},
+                         {"row": "Phase 3 alone", "model": "b"}]}
 
-    return {"demo": demo, "stats": {"models": {"a": iv(full), "b": iv(alone)}},
-            "ablation": [{"row": "Phase 1 → 2 → 3", "model": "a"}, {"row": "Phase 3 alone", "model": "b"}]}
 
-
-def test_the_verdict_says_what_the_table_shows():
-    text, warn = verdict(_results((0.30, 0.27, 0.33), (0.20, 0.17, 0.23)))
-    assert "the central claim holds" in text and not warn
-    text, warn = verdict(_results((0.20, 0.17, 0.23), (0.30, 0.27, 0.33)))
+def test_the_verdict_reads_the_paired_contrast():
+    # marginal intervals of 0.25 [0.20, 0.30] and 0.24 [0.19, 0.29] overlap, yet the paired difference can be clear
+    text, warn = verdict(_results((0.010, 0.004, 0.016)))
+    assert "the central claim holds" in text and "+0.010 [+0.004, +0.016]" in text and not warn
+    text, warn = verdict(_results((-0.05, -0.08, -0.02)))
     assert "the central claim fails" in text and warn
-    text, warn = verdict(_results((0.25, 0.20, 0.30), (0.24, 0.19, 0.29)))
+    text, warn = verdict(_results((0.01, -0.02, 0.04)))
     assert "does not resolve" in text and warn
-    text, warn = verdict(_results((0.30, 0.27, 0.33), (0.20, 0.17, 0.23), demo=True))
+    text, warn = verdict(_results((0.01, 0.004, 0.016), problem="its lineage is fmri (expected fmri ← kd ← selfsup)"))
+    assert "not tested" in text and "Phase 1 → 2 → 3" in text and warn
+    text, warn = verdict(_results((0.010, 0.004, 0.016), demo=True))
     assert "embedded demo study" in text and "does not test" in text
     text, _ = verdict({"stats": {"models": {}}, "ablation": [{"row": "Phase 3 alone", "model": None}]})
     assert "not tested: no scores for Phase 1 → 2 → 3, Phase 3 alone" in text
+
+
+def test_ablation_rows_and_lineages():
+    assert ablation_rows({"Phase 1 -> 2 -> 3": "a.pt"}) == {"Phase 1 → 2 → 3": "a.pt"}
+    with pytest.raises(ValueError, match=r"ablation row 'Phase 4': not one of Phase 3 alone, Phase 2 alone"):
+        ablation_rows({"Phase 4": "a.pt"})
+    with pytest.raises(ValueError, match=r"ridge and teacher are always scored"):
+        ablation_rows({"ridge": "a.pt"})
+    assert lineage_problem("Phase 2 → 3", [{"phase": "fmri"}, {"phase": "kd"}]) is None
+    assert lineage_problem("Phase 2 → 3", [{"phase": "fmri"}]) == (
+        "its lineage is fmri (expected fmri ← kd): the row's label does not describe this checkpoint")
+
+
+def test_the_page_escapes_names_and_survives_nan(tmp_path):
+    results = {"title": "<b>t</b>", "ceiling_mean": float("nan"), "rois_ceiling": {"V1": float("nan")},
+               "stats": {"models": {"a<&>b": {"mean_r": {"estimate": 0.1, "low": float("nan"), "high": 0.2},
+                                             "rois": {"V1": {"estimate": float("nan"), "low": None, "high": None}}}}},
+               "ablation": [], "checkpoints": {"x": {"path": "p<q>.pt", "params_m": float("nan")}}}
+    page = write_report(tmp_path, results)
+    text = page.read_text()
+    assert "a&lt;&amp;&gt;b" in text and "<b>t</b>" not in text and "p&lt;q&gt;.pt" in text
+    first = page.read_bytes()
+    write_report(tmp_path)                                          # rebuilt from the saved JSON (NaN as null)
+    assert page.read_bytes() == first
+    (tmp_path / "results.json").write_text("{nope")
+    with pytest.raises(ValueError, match=r"results.json: not valid JSON"):
+        write_report(tmp_path)
 
 
 def test_rebuilding_needs_saved_results(tmp_path):

@@ -32,6 +32,11 @@ from pathlib import Path
 import numpy as np
 
 ABLATION_ROWS = ("ridge", "teacher", "Phase 3 alone", "Phase 2 alone", "Phase 2 → 3", "Phase 1 → 2 → 3")
+# the phases each checkpoint row must descend from, newest first (checkpoint phases: selfsup, kd, fmri)
+LINEAGE = {"Phase 3 alone": ["fmri"], "Phase 2 alone": ["kd"], "Phase 2 → 3": ["fmri", "kd"],
+           "Phase 1 → 2 → 3": ["fmri", "kd", "selfsup"]}
+# paired contrasts the verdict reads: the whole design, and distillation alone, against direct fine-tuning
+CONTRASTS = (("Phase 1 → 2 → 3", "Phase 3 alone"), ("Phase 2 → 3", "Phase 3 alone"))
 CLAIM = ("self-supervision and distillation beat direct fine-tuning: Phase 1 → 2 → 3 above Phase 3 alone "
          "on held-out fMRI")
 
@@ -44,8 +49,70 @@ td.l,th.l{text-align:left}
 .meta{color:#666}.verdict{border-left:4px solid #4a7;background:#f3faf5;padding:.6em 1em;margin:1em 0}
 .verdict.warn{border-color:#c90;background:#fdf8ec}.none{color:#999}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}
+code{word-break:break-all}caption{text-align:left;color:#666;font-size:.9em;padding:.2em 0}
 pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:12px}details{margin:.4em 0}
 """
+
+
+def ablation_rows(ablation: dict) -> dict:
+    """The checkpoint rows of an ``ablation`` parameter, names normalised (``->`` is accepted for ``→``).
+
+    Raises:
+        ValueError: a row that is not one of the design's checkpoint rows (the baselines are always scored).
+    """
+    out = {}
+    known = [r for r in ABLATION_ROWS if r in LINEAGE]
+    for row, path in ablation.items():
+        name = " ".join(str(row).replace("->", "→").split())
+        if name not in LINEAGE:
+            raise ValueError(f"ablation row {row!r}: not one of {', '.join(known)}"
+                             + (" (ridge and teacher are always scored)" if name in ABLATION_ROWS else ""))
+        out[name] = path
+    return out
+
+
+def checkpoint_info(path: str | Path, out_dir: str | Path | None = None) -> dict:
+    """What the report says about a checkpoint: phase, step, recipe, config, parameters, space, teacher,
+    its lineage (itself, then each ``init_from`` back: phase and path), and its run's training logs
+    (copied into ``out_dir/logs/<run>/`` when given, so a moved report keeps its loss curves)."""
+    import shutil
+
+    from tinytribe.formats import Checkpoint
+
+    c = Checkpoint.load(path)
+    run = Path(path).parent.parent
+    info = {"path": str(path), "phase": c.phase, "step": c.step, "recipe": c.recipe, "model": c.config.get("name"),
+            "params_m": sum(v.numel() for v in c.model_state.values()) / 1e6, "space": c.config.get("space"),
+            "init_from": (c.train_config or {}).get("recipe", {}).get("init_from"), "teacher": c.teacher,
+            "lineage": [{"phase": c.phase, "path": str(path)}]}
+    seen, parent = {str(path)}, info["init_from"]
+    while parent and parent not in seen and Path(parent).is_file():
+        seen.add(parent)
+        pc = Checkpoint.load(parent)
+        info["lineage"].append({"phase": pc.phase, "path": str(parent)})
+        parent = (pc.train_config or {}).get("recipe", {}).get("init_from")
+    if parent and parent not in seen:
+        info["lineage"].append({"phase": "?", "path": str(parent), "missing": True})
+    for name in ("train_log", "val_log"):
+        src = run / f"{name}.csv"
+        if src.is_file() and out_dir is not None:
+            dst = Path(out_dir) / "logs" / run.name / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            info[name] = str(dst.relative_to(out_dir))
+        elif src.is_file():
+            info[name] = str(src)
+    return info
+
+
+def lineage_problem(row: str, lineage: list[dict]) -> str | None:
+    """Why a checkpoint does not fit its ablation row (its phases, newest first, against the row's), or None."""
+    want = LINEAGE.get(row)
+    have = [step["phase"] for step in lineage]
+    if want is None or have == want:
+        return None
+    return (f"its lineage is {' ← '.join(have)} (expected {' ← '.join(want)}): the row's label does not describe "
+            f"this checkpoint")
 
 
 def _png(fig) -> str:
@@ -61,53 +128,66 @@ def _img(data_b64: str, alt: str, mime: str = "image/png") -> str:
     return f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{data_b64}">'
 
 
+def _num(x, digits: int = 3) -> str:
+    return '<span class="none">–</span>' if x is None else f"{x:.{digits}f}"
+
+
 def _iv(iv: dict | None, digits: int = 3) -> str:
     if not iv or iv.get("estimate") is None:
         return '<span class="none">–</span>'
     est, lo, hi = (iv.get(k) for k in ("estimate", "low", "high"))
     if lo is None or hi is None:
-        return f"{est:.{digits}f}"
+        return f"{est:.{digits}f} <span class=meta>[–]</span>"
     return f"{est:.{digits}f} <span class=meta>[{lo:.{digits}f}, {hi:.{digits}f}]</span>"
 
 
-def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
+def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,), caption: str = "") -> str:
     """An HTML table; columns in ``left`` (text) are left-aligned, the others (numbers) right-aligned."""
     def cls(i: int) -> str:
         return ' class="l"' if i in left else ""
 
-    head = "".join(f"<th{cls(i)}>{h}</th>" for i, h in enumerate(header))
+    head = "".join(f"<th scope=col{cls(i)}>{h}</th>" for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def verdict(results: dict) -> tuple[str, bool]:
     """What the ablation table shows, in a sentence, and whether it is a warning.
 
     On the demo the table shows the pipeline works end to end (its subjects are simulated from the
-    stimuli's features and its teacher is a stand-in: the claim cannot be tested there). On real data:
-    Phase 1 → 2 → 3 against Phase 3 alone, by their intervals: supported when the first's lower bound
-    is above the second's upper bound, contradicted in the reverse case, else not resolved by this split.
+    stimuli's features and its teacher is a stand-in: the claim cannot be tested there). On real data it
+    reads the paired block-bootstrap interval of mean r(Phase 1 → 2 → 3) − mean r(Phase 3 alone) (the
+    same resamples for both): the claim holds when the interval is above 0, fails when below, and is not
+    resolved by this split when it contains 0. A checkpoint whose lineage does not fit its row voids it.
     """
-    models = results.get("stats", {}).get("models", {})
-    rows = {r["row"]: r.get("model") for r in results.get("ablation", [])}
-    full, alone = models.get(rows.get("Phase 1 → 2 → 3") or ""), models.get(rows.get("Phase 3 alone") or "")
+    rows = {r["row"]: r for r in results.get("ablation", [])}
     if results.get("demo"):
-        done = [r["row"] for r in results.get("ablation", []) if r.get("model") in models]
+        models = results.get("stats", {}).get("models", {})
+        done = [r for r, v in rows.items() if v.get("model") in models]
         return (f"This is the embedded demo study: simulated subjects and a stand-in teacher. The table shows that "
                 f"every stage of the pipeline runs end to end ({len(done)} of {len(ABLATION_ROWS)} rows scored) and "
                 f"how the stages compare on simulated data; it does not test the design's central claim "
                 f"({CLAIM}). Run this notebook on a real study for that.", False)
-    if not full or not alone:
-        missing = [r for r, m in (("Phase 1 → 2 → 3", full), ("Phase 3 alone", alone)) if not m]
-        return f"The central claim ({CLAIM}) is not tested: no scores for {', '.join(missing)}.", True
-    a, b = full["mean_r"], alone["mean_r"]
-    diff = f"mean r {a['estimate']:.3f} [{a['low']:.3f}, {a['high']:.3f}] vs {b['estimate']:.3f} [{b['low']:.3f}, {b['high']:.3f}]"
-    if a["low"] > b["high"]:
-        return f"Real data: the central claim holds on this split ({CLAIM}): {diff}; the intervals do not overlap.", False
-    if a["high"] < b["low"]:
+    key = "Phase 1 → 2 → 3 − Phase 3 alone"
+    iv = (results.get("contrasts") or {}).get(key)
+    if not iv or iv.get("low") is None or iv.get("high") is None:
+        missing = [r for r in ("Phase 1 → 2 → 3", "Phase 3 alone") if not (rows.get(r) or {}).get("model")]
+        return (f"The central claim ({CLAIM}) is not tested: "
+                + (f"no scores for {', '.join(missing)}." if missing else "no paired contrast was computed."), True)
+    bad = [r for r in ("Phase 1 → 2 → 3", "Phase 3 alone") if ((rows.get(r) or {}).get("checkpoint") or {}).get(
+        "lineage_problem")]
+    if bad:
+        return (f"The central claim is not tested: the checkpoint of {', '.join(bad)} does not have the lineage its "
+                f"row names (see the table).", True)
+    diff = (f"mean r difference {iv['estimate']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}] "
+            f"(paired block bootstrap, {results.get('stats', {}).get('level', 0.95):.0%})")
+    if iv["low"] > 0:
+        return f"Real data: the central claim holds on this split ({CLAIM}): {diff}.", False
+    if iv["high"] < 0:
         return f"Real data: the central claim fails on this split ({CLAIM}): {diff}; Phase 3 alone is better.", True
-    return (f"Real data: this split does not resolve the central claim ({CLAIM}): {diff}; the intervals overlap "
-            f"(more held-out data, or a paired test, would tell them apart).", True)
+    return (f"Real data: this split does not resolve the central claim ({CLAIM}): {diff} contains 0 "
+            f"(more held-out data would tell them apart).", True)
 
 
 def _ablation(results: dict) -> str:
@@ -117,19 +197,28 @@ def _ablation(results: dict) -> str:
     for r in results.get("ablation", []):
         m = models.get(r.get("model") or "")
         ck = r.get("checkpoint") or {}
-        src = (f"<code>{html.escape(str(ck.get('path', '')))}</code><br><span class=meta>{html.escape(str(ck.get('phase', '')))}"
-               f", step {ck.get('step', '?')}{', from ' + html.escape(str(ck['init_from'])) if ck.get('init_from') else ''}"
-               f"</span>") if ck else html.escape(r.get("note") or "")
+        chain = " ← ".join(f"{html.escape(str(x['phase']))}" for x in ck.get("lineage", []))
+        warn = (f"<br><b>⚠ {html.escape(ck['lineage_problem'])}</b>" if ck.get("lineage_problem") else "")
+        src = (f"<code>{html.escape(str(ck.get('path', '')))}</code><br><span class=meta>step {ck.get('step', '?')}; "
+               f"lineage {chain}{', from ' + html.escape(str(ck['init_from'])) if ck.get('init_from') else ''}"
+               f"</span>{warn}") if ck else html.escape(r.get("note") or "")
         if m is None:
             rows.append([html.escape(r["row"]), f'<span class="none">not scored: {html.escape(r.get("note") or "no checkpoint")}'
                          '</span>', "", "", "", "", ""])
             continue
         sig = f"{m['n_significant']} / {m['n_tested']}"
         rows.append([html.escape(r["row"]), src, _iv(m["mean_r"]), _iv(m.get("r_over_ceiling"), 2),
-                     f"{m['r2_mean']:.3f}" if m.get("r2_mean") is not None else "–", _iv(m.get("algonauts")), sig])
+                     _num(m.get("r2_mean")), _iv(m.get("algonauts")), sig])
     level = f"{stats.get('level', 0.95):.0%}"
-    return _table(["row", "from", f"mean r [{level} CI]", "r / ceiling", "R²", "Algonauts (Schaefer-1000)",
-                   f"FDR q={stats.get('q', 0.05)} discoveries"], rows, left=(0, 1))
+    table = _table(["row", "from", f"mean r [{level} CI]", "r / ceiling", "R²", "Algonauts (Schaefer-1000)",
+                    f"FDR q={stats.get('q', 0.05)} discoveries"], rows, left=(0, 1),
+                   caption="the design's ablation on the held-out split")
+    contrasts = results.get("contrasts") or {}
+    if contrasts:
+        table += _table(["paired contrast", f"mean r difference [{level} CI]"],
+                        [[html.escape(k), _iv(v)] for k, v in contrasts.items()], left=(0,),
+                        caption="differences on the same bootstrap resamples")
+    return table
 
 
 def _rois(results: dict) -> str:
@@ -147,10 +236,10 @@ def _rois(results: dict) -> str:
     header = ["ROI", "outputs", *[html.escape(n) for n in names]]
     if ceil:
         header.append("ceiling")
-        rows[0].append(f"{results.get('ceiling_mean', float('nan')):.3f}")
+        rows[0].append(_num(results.get("ceiling_mean")))
         for row, roi in zip(rows[1:], rois):
-            row.append(f"{ceil.get(roi, float('nan')):.3f}")
-    return _table(header, rows)
+            row.append(_num(ceil.get(roi)))
+    return _table(header, rows, caption="mean r per ROI with its interval; the pooled noise ceiling")
 
 
 def _loss_curves(results: dict, root: Path) -> str:
@@ -159,11 +248,12 @@ def _loss_curves(results: dict, root: Path) -> str:
 
     parts = []
     for name, ck in results.get("checkpoints", {}).items():
-        log = ck.get("train_log")
-        if not log or not Path(log).is_file():
+        log = root / ck["train_log"] if ck.get("train_log") else None   # relative to the report's folder
+        if log is None or not log.is_file():
+            parts.append(f"<p class=none>{html.escape(name)}: no training log</p>")
             continue
-        val = ck.get("val_log")
-        val_log = read_csv_columns(val) if val and Path(val).is_file() else None
+        val = root / ck["val_log"] if ck.get("val_log") else None
+        val_log = read_csv_columns(val) if val is not None and val.is_file() else None
         fig = plot_training(read_csv_columns(log), val_log)
         fig.suptitle(f"{name}: {ck.get('recipe') or ck.get('phase')}", fontsize=9)
         parts.append(f"<h3>{html.escape(name)}</h3>" + _img(_png(fig), f"loss curves of {name}"))
@@ -179,13 +269,21 @@ def _speed(results: dict) -> str:
     return _table(["measure", "value"], rows, left=(0, 1))
 
 
+def _config(results: dict) -> str:
+    cfg = results.get("config") or {}
+    if not cfg:
+        return ""
+    return _table(["setting", "value"], [[html.escape(k), html.escape(str(v))] for k, v in cfg.items()], left=(0, 1),
+                  caption="this evaluation's settings")
+
+
 def _checkpoints(results: dict) -> str:
     cks = results.get("checkpoints", {})
     if not cks:
         return "<p class=none>no student checkpoint</p>"
     rows = [[html.escape(n), f"<code>{html.escape(str(c.get('path')))}</code>", html.escape(str(c.get("phase"))),
              str(c.get("step")), html.escape(str(c.get("recipe", ""))), html.escape(str(c.get("model", ""))),
-             f"{c.get('params_m', float('nan')):.2f}M", html.escape(str(c.get("space", ""))),
+             _num(c.get("params_m"), 2) + "M", html.escape(str(c.get("space", ""))),
              html.escape(str(c.get("init_from") or "–")), html.escape(_teacher(c))] for n, c in cks.items()]
     note = ("<p class=meta>A student distilled from TRIBE v2 (its outputs and weights are CC BY-NC 4.0) is bound by "
             "the non-commercial condition; one trained only on fMRI and self-supervision is not. The teacher column "
@@ -202,7 +300,9 @@ def _teacher(c: dict) -> str:
 
 
 def render(results: dict, root: str | Path) -> str:
-    """The report as one HTML string (images inlined from ``root`` and drawn from the logs)."""
+    """The report as one HTML string (images inlined from ``root`` and drawn from the logs). ``results``
+    is read as saved (NaN as None), so a page and its rebuild are the same."""
+    results = _plain(results)
     root = Path(root)
     study = results.get("study", {})
     stats = results.get("stats", {})
@@ -230,13 +330,15 @@ def render(results: dict, root: str | Path) -> str:
         "<h2>Ablation on the held-out split</h2>", _ablation(results),
         f"<p class=meta>Intervals: {stats.get('level', 0.95):.0%} circular block bootstrap over TRs "
         f"({stats.get('n_boot', '?')} resamples of {stats.get('block_trs', '?')}-TR = {stats.get('block_s', 0):.0f} s blocks); "
-        f"p-values: {stats.get('n_perm', '?')} block permutations per output, Benjamini–Hochberg per output. "
-        f"Pooled noise ceiling {results.get('ceiling_mean') if results.get('ceiling_mean') is None else format(results['ceiling_mean'], '.3f')}.</p>",
+        f"p-values: {stats.get('n_perm', '?')} block permutations per output, Benjamini–Hochberg across the cortex "
+        f"outputs. R² is that of the raw prediction (no refit): a prediction off the data's scale (a z-scored "
+        f"teacher) has a low or negative R² at the same r. Pooled noise ceiling {_num(results.get('ceiling_mean'))}.</p>",
+        "".join(f"<p class=\"verdict warn\">{html.escape(c)}</p>" for c in stats.get("caveats", [])),
         "<h2>Scores per ROI</h2>", _rois(results),
         "<h2>Brain maps</h2>", "".join(figures) or "<p class=none>no maps</p>",
         "<h2>Training</h2>", _loss_curves(results, root),
         "<h2>Speed</h2>", _speed(results),
-        "<h2>Checkpoints and configuration</h2>", _checkpoints(results),
+        "<h2>Checkpoints and configuration</h2>", _checkpoints(results), _config(results),
         f"<details><summary>conventions</summary><ul>{conv}</ul></details>",
         f"<details><summary>results.json</summary><pre>{html.escape(json.dumps(_brief(results), indent=1))}</pre></details>",
         "</body></html>"]
@@ -266,10 +368,17 @@ def write_report(out_dir: str | Path, results: dict | None = None) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no saved results to rebuild the report from (notebook 06_evaluate "
                                     f"writes them)")
-        results = json.loads(path.read_text())
+        try:
+            results = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
     else:
         atomic_write_json(path, _plain(results))
-    page = render(results, out)
+    try:
+        page = render(results, out)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: results the report cannot read ({type(e).__name__}: {e}); rewrite them with "
+                         f"notebook 06_evaluate") from None
     return atomic_write(out / "report.html", lambda f: f.write(page.encode("utf-8")))
 
 
