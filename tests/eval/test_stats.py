@@ -3,11 +3,12 @@ known answer and against direct computations (scipy, scikit-learn, a hand loop o
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
 import pytest
-from scipy.stats import kstest, pearsonr
+from scipy.stats import chisquare, kstest, pearsonr
 
 from tinytribe.eval import stats as S
 from tinytribe.eval.metrics import pearson_r
@@ -117,6 +118,68 @@ def test_null_p_values_are_uniform_and_fdr_finds_nothing():
     assert np.mean(naive <= 0.05) > 0.2 and S.fdr_bh(naive, 0.05)[0].sum() > 10
 
 
+def test_arrangements_are_counted_enumerated_and_drawn_uniformly():
+    """38 TRs in 14-TR blocks: every (phase, order of pieces) pair, listed here by brute force, gives 233
+    distinct orders. With n_perm >= 232 all shuffled ones come once each; with fewer, draws are uniform
+    over all of them, the unshuffled one included (30 TRs in 10-TR blocks: 213 orders, 100 x 200 draws)."""
+    def brute(n_trs: int, block: int) -> set[tuple[int, ...]]:
+        out = set()
+        for phase in range(block):
+            pieces = np.split(np.arange(n_trs), [c for c in range(phase, n_trs, block) if c > 0])
+            out |= {tuple(np.concatenate([pieces[j] for j in o])) for o in itertools.permutations(range(len(pieces)))}
+        return out
+
+    every = brute(38, 14)
+    assert len(every) == S.permutation_arrangements(38, 14) == 233
+    listed = S.block_permutation_indices(38, block_trs=14, n_perm=1000, rng=np.random.default_rng(0))
+    assert listed.shape == (232, 38) and {tuple(o) for o in listed} == every - {tuple(range(38))}
+
+    every = sorted(brute(30, 10))
+    assert len(every) == S.permutation_arrangements(30, 10) == 213
+    rng = np.random.default_rng(1)
+    drawn = np.concatenate([S.block_permutation_indices(30, block_trs=10, n_perm=200, rng=rng) for _ in range(100)])
+    where = {o: i for i, o in enumerate(every)}
+    counts = np.bincount([where[tuple(o)] for o in drawn], minlength=len(every))
+    assert counts[where[tuple(range(30))]] > 0 and counts.min() > 0
+    assert chisquare(counts).pvalue > 0.001, counts
+
+
+def test_short_series_null_p_values_are_valid():
+    """Independent AR(1) prediction and data of 38 TRs (all 233 arrangements: exact p) and 60 TRs (999
+    of 3,467 drawn): p <= alpha for at most about alpha of the outputs, and never below 1 / 233 at 38 TRs.
+    (Leaving the unshuffled order out, at 38 TRs: p <= 0.001 for 0.3% of outputs, p <= 0.05 for 6.2%.)"""
+    for n_trs, n_out in ((38, 20000), (60, 5000)):
+        rng = np.random.default_rng(n_trs)
+        pred, data = ar1(rng, n_trs, n_out), ar1(rng, n_trs, n_out)
+        p = S.block_permutation_p(pred, data, block_trs=BLOCK, n_perm=999, seed=n_trs)
+        rate = {a: float(np.mean(p <= a)) for a in (0.001, 0.005, 0.01, 0.05)}
+        assert all(r <= 1.15 * a + 0.001 for a, r in rate.items()), (n_trs, rate)
+        assert rate[0.05] >= 0.04, (n_trs, rate)                     # and not conservative to uselessness
+        if n_trs == 38:
+            assert p.min() == pytest.approx(1 / 233)
+
+
+def test_few_blocks_intervals_under_cover_as_the_caveat_says():
+    """The numbers the few-blocks caveat quotes: AR(1) signal and noise at 38 TRs in 14-TR blocks, 95%
+    intervals cover r for ~83% of outputs, and the mean over 30 outputs sharing a signal ~75% of the time."""
+    from tinytribe.eval.study_stats import FEW_BLOCKS_COVERAGE
+
+    cover = []
+    for seed in range(3):
+        pred, data, rho = signal_and_noise(10 + seed, 38, 1000)
+        ci = S.block_bootstrap_ci(pred, data, block_trs=BLOCK, n_boot=500, seed=seed, per_output=True)
+        cover.append(np.mean((ci.r_low <= rho) & (rho <= ci.r_high)))
+    hits, rho = 0, 1 / np.sqrt(2 * 3.25)
+    for rep in range(200):
+        rng = np.random.default_rng(1000 + rep)
+        s = ar1(rng, 38, 1)
+        data, pred = s + 1.5 * ar1(rng, 38, 30), s + ar1(rng, 38, 30)
+        iv = S.block_bootstrap_ci(pred, data, block_trs=BLOCK, n_boot=300, seed=rep).means["all"]
+        hits += iv.low <= rho <= iv.high
+    assert round(100 * np.mean(cover)) == 83 and round(100 * hits / 200) == 75, (cover, hits)
+    assert "83% of outputs' r (75% of a mean" in FEW_BLOCKS_COVERAGE
+
+
 def test_fdr_recovers_a_known_signal():
     pred, data, _ = signal_and_noise(5, 300, 400)
     truth = np.arange(400) < 40
@@ -187,6 +250,29 @@ def test_shared_draws_are_one_for_all_series_and_separate_otherwise():
     assert own(0, 1).shape == (3, 30) and not np.array_equal(own(0, 0), own(1, 0))
 
 
+def test_series_on_one_timeline_share_the_draws_of_their_common_samples():
+    """Two series of one stimulus, the second missing TRs 20-23 and with a second stimulus the first lacks:
+    one union timeline; each series reads the union's counts at its samples, and gets its own samples in
+    the order the union's arrangement puts them."""
+    from tinytribe.eval.study_stats import shared_timeline
+
+    full = tuple(("a", 1000 * t) for t in range(40))
+    short = tuple(k for i, k in enumerate(full) if not 20 <= i < 24) + tuple(("b", 1000 * t) for t in range(5))
+    n_union, pos = shared_timeline([[full, full], [short]])
+    assert n_union == 45 and (pos[0][0] == np.arange(40)).all() and (pos[1][0] == np.r_[0:20, 24:45]).all()
+    rng = np.random.default_rng(0)
+    counts = S.block_bootstrap_counts(45, block_trs=5, n_boot=4, rng=rng)
+    draw = S.on_timeline(counts, pos, orders=False)
+    assert draw(0, 0) is draw(0, 1) and (draw(1, 0) == counts[:, pos[1][0]]).all()
+    orders = S.block_permutation_indices(45, block_trs=5, n_perm=4, rng=rng)
+    perm = S.on_timeline(orders, pos, orders=True)
+    for b in range(4):
+        mine = pos[1][0][perm(1, 0)[b]]                      # back to union positions
+        assert sorted(perm(1, 0)[b]) == list(range(41))
+        assert (mine == [u for u in orders[b] if u in set(pos[1][0])]).all()
+        assert (perm(0, 0)[b] == [u for u in orders[b] if u < 40]).all()
+
+
 @pytest.fixture(scope="module")
 def demo(demo_study):
     from tinytribe.data.study import load_study
@@ -199,9 +285,13 @@ def demo(demo_study):
     teacher = E.teacher_predictions(study, runs)
     rng = np.random.default_rng(0)
     noise = {i: (rng.normal(size=p.shape).astype(np.float32), v) for i, (p, v) in teacher.items()}
-    preds = {"teacher": teacher, "noise": noise}
+    noisier = {i: (p + p.std(0) * rng.normal(size=p.shape).astype(np.float32), v) for i, (p, v) in teacher.items()}
+    # independent of the data but autocorrelated like BOLD: one AR(1) series per run and output, fixed seeds
+    ar_null = {i: (ar1(np.random.default_rng(1000 + i), *p.shape).astype(np.float32), v)
+               for i, (p, v) in teacher.items()}
+    preds = {"teacher": teacher, "noise": noise, "teacher+noise": noisier, "AR(1) null": ar_null}
     rois = {k: v for k, v in named_rois("fsaverage4").items() if k in ("early visual", "auditory")}
-    stats = study_stats(study, runs, preds, rois=rois, n_boot=200, n_perm=200)
+    stats = study_stats(study, runs, preds, rois=rois, n_boot=200, n_perm=300)   # 300 >= 232: exact p
     return study, runs, preds, rois, stats, E.score(study, runs, preds, teacher_name=None)
 
 
@@ -220,9 +310,76 @@ def test_study_stats_on_the_demo_study(demo):
     assert t.r_over_ceiling.estimate == pytest.approx(ev.mean(ev.r["teacher"]) / ev.ceiling_mean())
     assert np.isnan(S.Interval(0.2, 0.1, 0.3).scaled(0.0).estimate)       # no ceiling: no ratio
     assert t.mean_r.low > 0.1 and stats.models["noise"].mean_r.low < 0 < stats.models["noise"].mean_r.high
-    assert np.isnan(t.p[study.medial_wall]).all() and (t.p[study.cortex] >= 1 / 201).all()
+    assert np.isnan(t.p[study.medial_wall]).all() and t.p[study.cortex].min() == pytest.approx(1 / 233)
     assert t.n_significant > 200 and stats.models["noise"].n_significant <= 5
     assert t.n_significant == int(t.significant.sum())
+    few, floor = stats.caveats                             # one timeline: no caveat about differing ones
+    assert few.startswith("intervals from 2.7 blocks per series (38 TRs in the shortest, 14-TR blocks) under-cover")
+    assert floor.startswith("p-values are exact over all 233 distinct arrangements of 38 TRs in 14-TR blocks")
+    assert "BH at q=0.05 across the 4690 cortex outputs finds either none or at least 403" in floor
+    assert stats.to_dict()["caveats"] == stats.caveats and f"caveat: {few}" in stats.table()
+
+
+def test_contrasts_are_paired(demo):
+    """teacher - (teacher + independent noise): the two models' resamples move together, so the paired
+    interval is clearly above 0 and far narrower than either model's own interval; a model minus itself
+    is exactly 0."""
+    _, _, _, _, stats, ev = demo
+    a, b = stats.models["teacher"], stats.models["teacher+noise"]
+    assert a.boot_mean.shape == (200,) and np.isfinite(a.boot_mean).all() and "boot_mean" not in a.to_dict()
+    c = stats.contrast("teacher", "teacher+noise")
+    assert c.estimate == pytest.approx(ev.mean(ev.r["teacher"]) - ev.mean(ev.r["teacher+noise"]))
+    assert c.low > 0.02 and c.low <= c.estimate <= c.high
+    assert c.high - c.low < 0.4 * min(a.mean_r.high - a.mean_r.low, b.mean_r.high - b.mean_r.low), (c, a, b)
+    assert stats.contrast("noise", "noise") == S.Interval(0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="contrast: no model 'student'; the models are 'teacher', 'noise'"):
+        stats.contrast("teacher", "student")
+
+
+def test_an_autocorrelated_null_prediction_finds_nothing(demo):
+    """An AR(1) prediction independent of the data: with 14-TR blocks its p-values are close to uniform
+    and BH finds nothing; permuting single TRs gives p <= 0.05 for 11% of outputs (checked by breaking it)."""
+    study, _, _, _, stats, _ = demo
+    null = stats.models["AR(1) null"]
+    p = null.p[study.cortex]
+    assert null.n_significant == 0
+    rate = np.mean(p <= 0.05), np.mean(p <= 0.01)
+    assert 0.03 <= rate[0] <= 0.07 and rate[1] <= 0.015, rate
+    assert null.mean_r.low < 0.005 and stats.models["noise"].n_significant == 0
+
+
+def test_study_stats_resamples_the_shared_timeline_once(demo):
+    """Every subject and presentation of the demo has one timeline: study_stats' resampled cortex mean r
+    is group_bootstrap's with one set of ``block_trs`` blocks for all series (the seed's first draws)."""
+    study, runs, preds, _, stats, _ = demo
+    from tinytribe.eval.evaluate import scored_masks, subject_samples
+
+    samples = subject_samples(study, runs, scored_masks(study, runs, preds))
+    counts = S.block_bootstrap_counts(38, block_trs=stats.block_trs, n_boot=200, rng=np.random.default_rng(0))
+    cols = np.flatnonzero(study.cortex)
+    series = [[(ss.pred(preds["teacher"])[k], ss.data[k]) for k in sorted(ss.groups)] for ss in samples]
+    dist, _ = S.group_bootstrap(series, lambda s, k: counts, cols, {"cortex": study.cortex})
+    np.testing.assert_allclose(stats.models["teacher"].boot_mean, dist["cortex"], rtol=0, atol=1e-12)
+
+
+def test_a_subject_missing_trs_still_shares_the_draws(demo):
+    """One presentation of one subject loses its last 3 scored TRs: the series are on one timeline still
+    (a caveat says they differ), so the teacher's resampled means move with those of the full timeline and
+    its interval keeps its width (independent draws per series make it ~3x narrower: 12 series)."""
+    study, runs, preds, _, stats, _ = demo
+    from tinytribe.eval.study_stats import study_stats
+
+    first = runs.runs[0]
+    teacher = dict(preds["teacher"])
+    valid = teacher[first][1] & runs.mask(first)
+    valid[np.flatnonzero(valid)[-3:]] = False
+    teacher[first] = (teacher[first][0], valid)
+    cut = study_stats(study, runs, {"teacher": teacher}, n_boot=200, n_perm=20)
+    assert not cut.shared_timeline and cut.caveats[0].startswith(
+        "scored samples differ across the 12 subject x presentation series (2 distinct timelines)")
+    a, b = cut.models["teacher"], stats.models["teacher"]
+    assert np.corrcoef(a.boot_mean, b.boot_mean)[0, 1] > 0.9
+    assert 0.8 < (a.mean_r.high - a.mean_r.low) / (b.mean_r.high - b.mean_r.low) < 1.25
 
 
 def test_study_stats_r2_and_algonauts_match_direct_computations(demo):

@@ -20,21 +20,34 @@ narrow and p-values that are too small. Everything here resamples **blocks of co
   each resample is a (T,) vector of sample counts, and every r comes from count-weighted sums (one
   matrix product per chunk of outputs). On a 600-TR AR(1) simulation (``tests/eval/test_stats.py``)
   95% intervals cover the true r for ~91% of outputs with 14-TR blocks and ~66% with single TRs.
-- **Permutation null**: the prediction's time course is cut into blocks of L at a random phase (the
-  first and last pieces may be shorter) and the pieces are put in a random order, against the
-  unchanged data; the same permutation for every output, so the null keeps the spatial correlation of
-  the maps. The unshuffled order is never drawn. One-sided p per output:
-  ``(1 + #{null r >= observed r}) / (1 + n_perm)``. A short series has few distinct arrangements (a
-  38-TR presentation cut in 3-4 pieces: 5-23 orders x 14 phases), which bounds how small p can get.
+- **Permutation null**: the prediction's time course is cut into blocks of L at one of L phases (the
+  first and last pieces may be shorter) and the pieces are put in some order, against the unchanged
+  data; the same arrangement for every output, so the null keeps the spatial correlation of the maps.
+  The unshuffled order is one of the M distinct arrangements (:func:`permutation_arrangements`:
+  ``M = 1 + sum over phases of (n_pieces! - 1)``), and counts as one: when M <= n_perm + 1 every
+  arrangement is used once and the one-sided p per output is the exact permutation p
+  ``(1 + #{shuffled null r >= observed r}) / M``; otherwise n_perm arrangements are drawn **uniformly
+  from all M, the unshuffled one included**, and p is the Monte Carlo permutation p
+  ``(1 + #{null r >= observed r}) / (1 + n_perm)`` (Phipson & Smyth 2010). Were the arrangements a group
+  under which the prediction's distribution is unchanged, either p would be exactly valid (Hemerik &
+  Goeman 2018); block shuffles are that only approximately, and the tests measure it: under AR(1) nulls
+  of 38 and 60 TRs, p <= 0.01 for under 1% of outputs. So p >= 1 / M: a 38-TR series in 14-TR blocks has
+  M = 233 arrangements, p >= 0.0043 however many permutations are asked for. (Leaving the unshuffled
+  order out, as an earlier version did, let p reach 1 / (1 + n_perm), and p <= 0.001 came 2.5x too often.)
 - **Multiple comparisons**: Benjamini-Hochberg over the outputs that have a p-value (:func:`fdr_bh`).
 
 Several subjects and presentations (:func:`tinytribe.eval.study_stats.study_stats`) are handled as
 :func:`tinytribe.eval.evaluate.score` scores them: r per subject over each presentation's concatenated
-samples, averaged over presentations, then outputs, then subjects. When every presentation has the same
-stimulus timeline (same stimuli, same scored BOLD times) every series is resampled and permuted with
-the **same** blocks: the subjects saw the same stimulus, so their errors are correlated through it, and
-resampling it once for all keeps that correlation in the interval. Otherwise each series gets its own
-draws. Intervals are over stimulus time for these subjects; they do not resample subjects.
+samples, averaged over presentations, then outputs, then subjects. Blocks are drawn **once, on one
+stimulus timeline** (the union of every series' scored (stimulus, time) samples), and each series uses
+its own part of each draw (:func:`on_timeline`): series with the same scored samples get identical draws,
+series that differ (a subject missing a few TRs) share the blocks of the stimulus time they have in
+common. The subjects saw the same stimulus, so their errors are correlated through it, and resampling it
+once for all keeps that correlation in the interval (independent draws per series make intervals about
+sqrt(number of series) too narrow). Intervals are over stimulus time for these subjects; they do not
+resample subjects. The same seed gives every model the same draws, so the difference of two models'
+resampled means is a paired bootstrap of their difference
+(:meth:`tinytribe.eval.study_stats.StudyStats.contrast`).
 
 Cost on fsaverage5 (20,484 outputs, 300 TRs, 2 CPU cores): ~4 s per series (subject x presentation) for
 1,000 resamples, ~10-25 s for 1,000 permutations; memory stays near ``CHUNK_BYTES`` per chunk of outputs.
@@ -42,6 +55,7 @@ Cost on fsaverage5 (20,484 outputs, 300 TRs, 2 CPU cores): ~4 s per series (subj
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable
@@ -83,18 +97,54 @@ def block_bootstrap_indices(n_trs: int, *, block_trs: int, n_boot: int, rng: np.
     return idx % n_trs
 
 
-def block_permutation_indices(n_trs: int, *, block_trs: int, n_perm: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_perm, n_trs) orders of the samples: blocks of block_trs cut at a random phase, shuffled.
+def _phase_cuts(n_trs: int, block_trs: int) -> list[list[int]]:
+    """Per phase 0..block_trs-1, where a series of n_trs is cut into blocks of block_trs at that phase."""
+    return [[c for c in range(phase, n_trs, block_trs) if c > 0] for phase in range(block_trs)]
 
-    The unshuffled order (the observed arrangement, which the p-value's ``1 +`` counts) is never drawn:
-    with few blocks it would be a large share of the draws and floor the p-values.
+
+def permutation_arrangements(n_trs: int, block_trs: int) -> int:
+    """M, the number of distinct orders :func:`block_permutation_indices` can produce (the unshuffled one
+    included): ``1 + sum over phases of (n_pieces! - 1)``.
+
+    The non-identity orders of different phases differ: any shuffled order starts a piece somewhere
+    other than after its predecessor, and that piece's start (a cut, 0 < cut < n_trs) names the phase
+    (``cut % block_trs``); given the phase, the order of the pieces is read off. Only the unshuffled
+    order is shared by every phase, so it counts once. 38 TRs in 14-TR blocks: M = 233.
+    """
+    _check_blocks(n_trs, block_trs, "permutation_arrangements")
+    return 1 + sum(math.factorial(len(cuts) + 1) - 1 for cuts in _phase_cuts(n_trs, block_trs))
+
+
+def block_permutation_indices(n_trs: int, *, block_trs: int, n_perm: int, rng: np.random.Generator) -> np.ndarray:
+    """Orders of the samples: blocks of block_trs cut at one of block_trs phases, put in some order.
+
+    When the M distinct orders (:func:`permutation_arrangements`) number at most ``n_perm + 1``, all
+    M - 1 shuffled ones, once each (``rng`` unused): the p-value ``(1 + #{null >= observed}) / M`` is
+    then the exact permutation p over all arrangements, the observed (unshuffled) one counted by the
+    ``1 +``. Otherwise n_perm orders drawn uniformly from all M, the unshuffled one included (drawn as
+    often as any other): the Monte Carlo p ``(1 + #{null >= observed}) / (1 + n_perm)`` then treats the
+    observed order as one more draw of the same kind.
+
+    Returns:
+        (min(n_perm, M - 1), n_trs) sample indices.
     """
     _check_blocks(n_trs, block_trs, "block_permutation_indices")
-    out = np.empty((n_perm, n_trs), np.int64)
+    cuts = _phase_cuts(n_trs, block_trs)
+    shuffled = [math.factorial(len(c) + 1) - 1 for c in cuts]   # non-identity orders per phase
+    m = 1 + sum(shuffled)
     samples = np.arange(n_trs)
-    for b in range(n_perm):
-        phase = int(rng.integers(0, block_trs))
-        pieces = np.split(samples, [c for c in range(phase, n_trs, block_trs) if c > 0])   # 2 or more
+    if m - 1 <= n_perm:
+        return np.array([np.concatenate([pieces[j] for j in order])
+                         for pieces in (np.split(samples, c) for c in cuts)
+                         for order in itertools.permutations(range(len(pieces)))
+                         if order != tuple(range(len(pieces)))])
+    weights = np.array([k / m for k in shuffled] + [1 / m])      # int / int: exact for huge factorials
+    picks = rng.choice(block_trs + 1, size=n_perm, p=weights / weights.sum())   # block_trs: unshuffled
+    out = np.tile(samples, (n_perm, 1))
+    for b, phase in enumerate(picks):
+        if phase == block_trs:
+            continue
+        pieces = np.split(samples, cuts[phase])                  # 2 or more
         order = rng.permutation(len(pieces))
         while (order == np.arange(len(pieces))).all():
             order = rng.permutation(len(pieces))
@@ -118,6 +168,40 @@ def make_draws(lengths: list[list[int]], shared: bool, make: Callable[[int], np.
         return lambda s, k: one
     each = [[make(t) for t in row] for row in lengths]
     return lambda s, k: each[s][k]
+
+
+def on_timeline(draws: np.ndarray, positions: list[list[np.ndarray]], *, orders: bool) -> Draw:
+    """``draw(s, k)`` for series that sit at ``positions`` of one shared timeline whose draws are
+    ``draws`` (n, T_union), made once for all of them.
+
+    Args:
+        draws: (n, T_union) bootstrap sample counts, or (with ``orders``) sample orders, of the timeline.
+        positions: subjects x presentations: (T_k,) increasing positions of the series' samples in it.
+        orders: ``draws`` are sample orders (:func:`block_permutation_indices`): a series gets its own
+            samples in the order the shared arrangement puts them (renumbered 0..T_k-1); otherwise a
+            series gets the counts at its positions.
+
+    Series at the same positions get the same array (one copy).
+    """
+    n, t_union = draws.shape
+    cache: dict[bytes, np.ndarray] = {}
+
+    def restrict(pos: np.ndarray) -> np.ndarray:
+        if not orders:
+            return draws[:, pos]
+        local = np.full(t_union, -1)
+        local[pos] = np.arange(len(pos))
+        mapped = local[draws]                                    # (n, T_union), -1 where not the series'
+        return mapped[mapped >= 0].reshape(n, len(pos))          # each row keeps its T_k samples, in order
+
+    def draw(s: int, k: int) -> np.ndarray:
+        pos = np.asarray(positions[s][k], np.int64)
+        key = pos.tobytes()
+        if key not in cache:
+            cache[key] = restrict(pos)
+        return cache[key]
+
+    return draw
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -221,7 +305,8 @@ def group_permutation_p(series: Series, draw: Draw, cols: np.ndarray) -> np.ndar
         cols: the outputs to test.
 
     Returns:
-        ``(1 + #{null >= observed}) / (1 + n_perm)``, NaN where the observed r is undefined.
+        ``(1 + #{null >= observed}) / (1 + n_perm)``, NaN where the observed r is undefined; a null r
+        within 1e-12 of the observed one (an unshuffled draw) counts as ``>=``.
     """
     n_perm = draw(0, 0).shape[0]
     t_max = max(p.shape[0] for pres in series for p, _ in pres)
@@ -351,7 +436,10 @@ def block_permutation_p(pred: np.ndarray, data: np.ndarray, *, block_trs: int, n
         seed: the permutations' random seed.
 
     Returns:
-        (V,) ``(1 + #{null r >= observed r}) / (1 + n_perm)``; NaN where r is undefined.
+        (V,) ``(1 + #{null r >= observed r}) / (1 + n_perm)``; NaN where r is undefined. A short series
+        whose M = :func:`permutation_arrangements` <= n_perm + 1 uses all M - 1 shuffled orders instead
+        (exact p, ``(1 + #) / M``); otherwise the n_perm are drawn uniformly from all M, the unshuffled one
+        included (:func:`block_permutation_indices`). Either way p >= about 1 / M.
     """
     pred, data = _check_pair(pred, data, "block_permutation_p")
     rng = np.random.default_rng(seed)
