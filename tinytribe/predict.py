@@ -343,11 +343,10 @@ def predict(checkpoint, media: str | Path, *, tr_s: float | None = None, subject
             the checkpoint on ``device``); ``cache_dir`` keeps its features.
         model: the checkpoint's model, already loaded (many files with one model).
     """
-    from tinytribe.formats import Checkpoint
-    from tinytribe.model.checkpoint import model_from_checkpoint
-
     from tinytribe.features.decode import probe_media
     from tinytribe.features.words import is_transcript
+    from tinytribe.formats import Checkpoint
+    from tinytribe.model.checkpoint import model_from_checkpoint
 
     ck, where = (checkpoint, "<checkpoint>") if isinstance(checkpoint, Checkpoint) else (Checkpoint.load(checkpoint),
                                                                                       str(checkpoint))
