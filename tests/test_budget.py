@@ -82,3 +82,16 @@ def test_plan_matches_the_design_tables():
     s = bd.storage_gb(1.0)
     assert s["teacher_gb"] == pytest.approx(3600 * (20484 + 2 * 2 * 1152) * 2 / 1e9)
     assert s["features_gb"] == pytest.approx(3600 * 2 * (384 + 384 + 1280) * 2 / 1e9)
+
+
+def test_the_session_start_can_be_given(monkeypatch):
+    import psutil
+
+    monkeypatch.delenv(bd.SESSION_START_ENV, raising=False)
+    assert bd.session_start_time("kaggle") == psutil.Process(1).create_time()   # the container is the session
+    assert bd.session_start_time("local") == psutil.Process().create_time()
+    monkeypatch.setenv(bd.SESSION_START_ENV, "1700000000.5")
+    assert bd.session_start_time("kaggle") == 1700000000.5
+    monkeypatch.setenv(bd.SESSION_START_ENV, "yesterday")
+    with pytest.raises(ValueError, match="TINYTRIBE_SESSION_STARTED_AT='yesterday': expected Unix seconds"):
+        bd.session_start_time("colab")

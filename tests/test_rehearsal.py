@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ def test_kaggle_like_rehearsal(tmp_path, webdav, media_dir, monkeypatch):
     (kaggle / "working").mkdir(parents=True)
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
     monkeypatch.setenv("KAGGLE_URL_BASE", "https://www.kaggle.com")
+    # the Kaggle session is the container, from its first process: here that is the host's, up for hours
+    monkeypatch.setenv("TINYTRIBE_SESSION_STARTED_AT", str(time.time()))
     # the rclone config arrives as a secret, with a token the outputs must never show
     monkeypatch.setenv("TINYTRIBE_RCLONE_CONF", webdav.conf_text + f'token = {{"access_token":"{MARKER}"}}\n')
     params = {"media_dir": str(media), "run_dir": str(kaggle / "working" / "run"), "chunk_s": 4.0,

@@ -61,11 +61,27 @@ class BudgetConfig:
         return getattr(self, f"{platform}_weekly_gpu_h")
 
 
+SESSION_START_ENV = "TINYTRIBE_SESSION_STARTED_AT"
+
+
 def session_start_time(platform: Platform) -> float:
-    """When this session began (Unix seconds): on Kaggle and Colab the container's first process
-    (the session is the container), elsewhere this process."""
+    """When this session began (Unix seconds): ``$TINYTRIBE_SESSION_STARTED_AT`` when set (a rehearsal
+    of a platform on a machine that has been up for longer than its sessions last, or a platform whose
+    first process is not the session); on Kaggle and Colab the container's first process (the session is
+    the container); elsewhere this process.
+
+    Raises:
+        ValueError: the variable is set but is not a number of seconds.
+    """
+    import os
+
     import psutil
 
+    if os.environ.get(SESSION_START_ENV):
+        try:
+            return float(os.environ[SESSION_START_ENV])
+        except ValueError:
+            raise ValueError(f"{SESSION_START_ENV}={os.environ[SESSION_START_ENV]!r}: expected Unix seconds") from None
     if platform in ("kaggle", "colab"):
         try:
             return psutil.Process(1).create_time()
