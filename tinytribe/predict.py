@@ -28,7 +28,7 @@ import numpy as np
 from tinytribe.data.windows import feature_window
 from tinytribe.formats import MODALITIES, FeatureCache, Word
 from tinytribe.provenance import provenance
-from tinytribe.spaces import PARCELLATIONS, reduction, space_size, to_space
+from tinytribe.spaces import PARCELLATIONS, reduces, space_size, to_space
 
 LEAD_IN_S = 16.0          # the HRF filter's length: features this long before a window's first TR
 DEFAULT_WINDOW_TRS = 100  # windows of a model whose training length is not recorded
@@ -105,21 +105,11 @@ def check_space(source: str, target: str | None) -> str:
     """The space predictions are given in: ``target`` when ``source`` reduces to it (fsaverage5 →
     fsaverage4 → parcels), else a one-line error."""
     target = target or source
-    try:
-        reduction(source, target)
-    except ValueError:
-        reachable = [source] + [s for s in ("fsaverage4", *PARCELLATIONS) if s != source and _reduces(source, s)]
+    if not reduces(source, target):
+        reachable = [source] + [s for s in ("fsaverage4", *PARCELLATIONS) if s != source and reduces(source, s)]
         raise PredictionError(f"space {target!r}: this checkpoint predicts {source}, which reduces only to "
-                              f"{', '.join(reachable)}") from None
+                              f"{', '.join(reachable)}")
     return target
-
-
-def _reduces(source: str, target: str) -> bool:
-    try:
-        reduction(source, target)
-    except ValueError:
-        return False
-    return True
 
 
 def reduce_to_parcels(x: np.ndarray, labels: np.ndarray, space: str) -> np.ndarray:
@@ -579,7 +569,7 @@ def measured_responses(study_dir: str | Path, pred: Prediction, subject: str) ->
         raise PredictionError(f"{study_dir}: no run of {pred.stimulus!r} for {subject!r} "
                               f"({'its subjects with one: ' + ', '.join(have) if have else 'no subject saw it'})")
     run = runs[0]
-    if pred.space != study.study.space and not _reduces(study.study.space, pred.space):
+    if pred.space != study.study.space and not reduces(study.study.space, pred.space):
         raise PredictionError(f"{study_dir}: its {study.study.space} data do not reduce to the predictions' "
                               f"{pred.space}: predict in {study.study.space} or a space it reduces to")
     y, _ = resample(run.fmri, run.bold_times_s, run.tr_s, pred.times_s, pred.tr_s)

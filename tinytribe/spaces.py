@@ -117,6 +117,15 @@ def reduction(source: str, target: str) -> tuple[str, np.ndarray | None]:
                      f"from fsaverage5 to fsaverage4, or from either to a Schaefer parcellation)")
 
 
+def reduces(source: str, target: str) -> bool:
+    """Whether responses in ``source`` map onto ``target`` by :func:`reduction` (a space onto itself too)."""
+    try:
+        reduction(source, target)
+    except ValueError:
+        return False
+    return True
+
+
 def reduce_space(x: np.ndarray, source: str, target: str) -> np.ndarray:
     """Map responses (..., V) from ``source`` to a coarser ``target`` space (:func:`reduction`).
 

@@ -49,7 +49,7 @@ from tinytribe.data.study import LoadedStudy
 from tinytribe.data.windows import SubjectIndex, WindowSampler, make_stimulus_windows, make_windows
 from tinytribe.formats import TeacherChunk
 from tinytribe.model.tinytribe import TinyTribe
-from tinytribe.spaces import PARCELLATIONS
+from tinytribe.spaces import PARCELLATIONS, reduces
 from tinytribe.train import runs
 from tinytribe.train.losses.fmri import combine, fmri_terms, full_weight
 from tinytribe.train.losses.kd import SpaceReduction
@@ -162,7 +162,7 @@ def to_model_space(study: LoadedStudy, space: str) -> LoadedStudy:
 
     if study.study.space == space:
         return study
-    if not maps(study.study.space, space):
+    if not reduces(study.study.space, space):
         raise ConfigError(f"study {study.study.name} is in {study.study.space}, the model predicts {space}, and "
                           f"{study.study.space} does not reduce to it: mix studies of one output space (or fit a "
                           f"head for {study.study.space}: tinytribe.adapt.new_space)")
@@ -198,22 +198,11 @@ class FMRIWindows(Windows):
         item = super().__getitem__(i)
         if "teacher" in item:
             source = self.studies[self.windows[i][0]].stimuli[item["stimulus"]].teacher.space
-            if not maps(source, self.space):
+            if not reduces(source, self.space):
                 item = {k: v for k, v in item.items() if not k.startswith("teacher")}
             elif source != self.space:
                 item["teacher"] = reduce_space(item["teacher"].astype(np.float32), source, self.space).astype(np.float16)
         return item
-
-
-def maps(source: str, target: str) -> bool:
-    """Whether responses in ``source`` reduce onto ``target``."""
-    from tinytribe.spaces import reduction
-
-    try:
-        reduction(source, target)
-    except ValueError:
-        return False
-    return True
 
 
 class FMRIRecipe:
@@ -276,7 +265,7 @@ class FMRIRecipe:
         self.dataset = FMRIWindows(self.studies, self._windows, c.lead_in_s, self.subjects, space)
         self.teacher = self._teacher()
         for source in sorted({s.teacher.space for st in self.studies for s in st.stimuli.values() if s.teacher}):
-            if not maps(source, space):
+            if not reduces(source, space):
                 self.notes.append(f"teacher terms off for teacher outputs in {source}: they do not map onto the "
                                   f"model's {space}")
         self.parcels = None
@@ -362,7 +351,7 @@ class FMRIRecipe:
             st = self.studies[si]
             sid = st.runs[w.run].stimulus if hasattr(w, "run") else w.stimulus
             tc = st.stimuli[sid].teacher
-            if tc is not None and tc.teacher.get("id") != STUDENT_TEACHER and maps(tc.space, self.dataset.space):
+            if tc is not None and tc.teacher.get("id") != STUDENT_TEACHER and reduces(tc.space, self.dataset.space):
                 seen.setdefault((tc.teacher.get("id", ""), tc.teacher.get("revision", "")), f"{st.study.name}/{sid}")
         if len(seen) > 1:
             (a, wa), (b, wb) = list(seen.items())[:2]
@@ -470,7 +459,7 @@ class FMRIRecipe:
                 for k, s in enumerate(ev.subjects):
                     per_subject.setdefault(f"r_{st.study.name}/{s}" if len(self.studies) > 1 else f"r_{s}",
                                            []).append(ev.mean(ev.r["student"][k]))
-            if teacher_parts and maps(st.stimuli[_stimulus(teacher_parts[0])].teacher.space, model.config.space):
+            if teacher_parts and reduces(st.stimuli[_stimulus(teacher_parts[0])].teacher.space, model.config.space):
                 windows = make_stimulus_windows(st, teacher_parts, length_s=c.n_trs_late * _study_tr(st, self.studies))
                 a = E.teacher_agreement(st, windows, model, device=device, activation=None, lead_in_s=c.lead_in_s)
                 mse.append(a.mse * a.n_rows)
