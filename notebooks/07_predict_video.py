@@ -68,12 +68,10 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 
-from tinytribe.features.extract import ExtractionConfig, FeatureExtractor
 from tinytribe.formats import Checkpoint
 from tinytribe.model.checkpoint import model_from_checkpoint
-from tinytribe.predict import media_files, predict, save_prediction
+from tinytribe.predict import extractor_for, media_files, predict, save_prediction
 
 if device == "auto":
     import torch
@@ -87,8 +85,7 @@ subjects = [f"{a}/{b}" for a, b in cfg.subject_keys or []]
 print(f"{checkpoint}: phase {ck.phase}, step {ck.step}; {cfg.name}, {cfg.space}; trained TR "
       f"{data.get('tr_s')}; backbones {data.get('backbones')}; subjects: {', '.join(subjects) or 'not recorded'}")
 files = media_files([media])
-extractor = FeatureExtractor(ExtractionConfig(device=device, **{m: data["backbones"][m] for m in ("video",)
-                                                                if m in data.get("backbones", {})}))
+extractor = extractor_for(ck, device=device)   # the backbones the checkpoint was trained on
 
 # %% [markdown]
 # ## Predict

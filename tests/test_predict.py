@@ -37,7 +37,7 @@ def test_windows_cover_every_tr_and_blend_to_one():
         windows = plan_windows(n, size, ov)
         assert windows[0][0] == 0 and sum(windows[-1]) == n and all(w[1] <= size for w in windows)
         cover = np.zeros(n)
-        for (f, k), w in zip(windows, blend_weights(windows, n)):
+        for (f, k), w in zip(windows, blend_weights(windows)):
             assert (w > 0).all()
             cover[f:f + k] += 1
         assert (cover >= 1).all()
@@ -89,12 +89,12 @@ def test_adjacent_windows_agree_in_their_overlaps(demo_study, demo_checkpoint):
     # the blend: each window weighted by its ramps (rising over its overlap with the previous window,
     # falling over the next), normalised
     total, wsum = np.zeros_like(y, dtype=np.float64), np.zeros(len(y))
-    for (f, n), w, part in zip(windows, blend_weights(windows, len(y)), parts):
+    for (f, n), w, part in zip(windows, blend_weights(windows), parts):
         total[f:f + n] += w[:, None] * part
         wsum[f:f + n] += w
         assert (np.diff(w[:windows[1][1] // 2]) >= 0).all() if f > 0 else w[0] == 1.0   # ramps up after the first
     np.testing.assert_allclose(y, total / wsum[:, None], atol=1e-5)
-    a, b = blend_weights(windows, len(y))[:2]
+    a, b = blend_weights(windows)[:2]
     ov = windows[0][1] - windows[1][0]
     np.testing.assert_allclose(a[-ov:] / (a[-ov:] + b[:ov]), np.linspace(1, 0, ov + 2)[1:-1], atol=1e-9)   # linear
     np.testing.assert_allclose(y[:windows[1][0]], parts[0][:windows[1][0]], atol=1e-6)   # one window: its own values

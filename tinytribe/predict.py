@@ -183,7 +183,7 @@ def plan_windows(n_trs: int, size: int, overlap: int) -> list[tuple[int, int]]:
     return [(f, size) for f in firsts]
 
 
-def blend_weights(windows: list[tuple[int, int]], n_trs: int) -> list[np.ndarray]:
+def blend_weights(windows: list[tuple[int, int]]) -> list[np.ndarray]:
     """Per window, (n,) weights that rise linearly across its overlap with the previous window and fall
     across its overlap with the next; divided by their sum they blend adjacent windows smoothly."""
     out = []
@@ -232,7 +232,7 @@ def predict_features(model, fc: FeatureCache, *, tr_s: float, subject: int | Non
     window = window or window_trs(model.config, tr_s)
     overlap = overlap if overlap is not None else max(window // 4, 1)
     windows = plan_windows(n_trs, window, overlap)
-    weights = blend_weights(windows, n_trs)
+    weights = blend_weights(windows)
     modalities = modalities or [m for m in MODALITIES if m in fc.masks and fc.masks[m].any()]
     available = torch.tensor([[m in modalities for m in MODALITIES]], device=device)
     model = model.to(device).eval()
