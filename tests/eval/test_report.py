@@ -137,3 +137,18 @@ def test_rebuilding_needs_saved_results(tmp_path):
         write_report(tmp_path)
     path = write_report(tmp_path, {"title": "t", "stats": {}, "ablation": []})
     assert json.loads((tmp_path / "results.json").read_text())["title"] == "t" and path.is_file()
+
+
+def test_logs_of_runs_with_one_name_are_kept_apart(demo_checkpoint, tmp_path):
+    import shutil
+
+    from tinytribe.eval.report import checkpoint_info
+
+    copies = []
+    for exp in ("exp1", "exp2"):
+        run = tmp_path / exp / "phase3"
+        shutil.copytree(demo_checkpoint.parent.parent, run)
+        (run / "train_log.csv").write_text(f"step,loss\n1,{len(exp)}.{exp[-1]}\n")
+        copies.append(checkpoint_info(run / "checkpoints" / demo_checkpoint.name, tmp_path / "out"))
+    logs = [tmp_path / "out" / c["train_log"] for c in copies]
+    assert logs[0] != logs[1] and [p.read_text() for p in logs] == ["step,loss\n1,4.1\n", "step,loss\n1,4.2\n"]

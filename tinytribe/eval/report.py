@@ -24,6 +24,7 @@ The loss curves are drawn here, from each checkpoint's training logs.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -74,7 +75,8 @@ def ablation_rows(ablation: dict) -> dict:
 def checkpoint_info(path: str | Path, out_dir: str | Path | None = None) -> dict:
     """What the report says about a checkpoint: phase, step, recipe, config, parameters, space, teacher,
     its lineage (itself, then each ``init_from`` back: phase and path), and its run's training logs
-    (copied into ``out_dir/logs/<run>/`` when given, so a moved report keeps its loss curves)."""
+    (copied into ``out_dir/logs/<run>-<hash of its path>/`` when given, so a moved report keeps its loss
+    curves)."""
     import shutil
 
     from tinytribe.formats import Checkpoint
@@ -93,10 +95,12 @@ def checkpoint_info(path: str | Path, out_dir: str | Path | None = None) -> dict
         parent = (pc.train_config or {}).get("recipe", {}).get("init_from")
     if parent and parent not in seen:
         info["lineage"].append({"phase": "?", "path": str(parent), "missing": True})
+    # runs of one name in different folders (exp1/phase3, exp2/phase3) keep their own logs
+    folder = f"{run.name}-{hashlib.sha256(str(run.resolve()).encode()).hexdigest()[:8]}"
     for name in ("train_log", "val_log"):
         src = run / f"{name}.csv"
         if src.is_file() and out_dir is not None:
-            dst = Path(out_dir) / "logs" / run.name / src.name
+            dst = Path(out_dir) / "logs" / folder / src.name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             info[name] = str(dst.relative_to(out_dir))
