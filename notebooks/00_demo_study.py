@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytribe.cli import run_notebook
+from tinytribe.pipeline import run_notebook
 from tinytribe.data.demo import build
 from tinytribe.data.demo import subjects as sim
 from tinytribe.data.study import load_study

@@ -47,7 +47,7 @@ hold_out_subject = "sub-04"  # left out of training (in every study: the demo's 
 pseudo_label = ["corpus01", "corpus02"]  # stimuli of the first study the init_from student pseudo-labels
 pseudo_replace = True  # their student outputs replace real teacher outputs (the demo's corpus has them)
 pseudo_min_score = 0.2  # the student's validation r they need (design: 0.20)
-adapt_minutes = [0.5, 1.0, None]  # minutes of the held-out subject's training runs to adapt on (None: all)
+adapt_minutes = [0.5, 1.0, None]  # minutes of the held-out subject's training runs to adapt on (None: all; []: no adaptation)
 adapt_steps = 300
 roi_head = True  # also fit a head for ROI time courses (custom:N) of the first study, from this run
 roi_epochs = 5  # epochs of the head-only stage
@@ -210,7 +210,7 @@ if result.status == "done" and best_path is not None:
 from tinytribe import adapt
 from tinytribe.eval.plots import plot_adaptation
 
-if hold_out_subject and result.status == "done":
+if hold_out_subject and adapt_minutes and result.status == "done":
     curve = adapt.adaptation_curve(best_path, first, hold_out_subject, adapt_minutes, steps=adapt_steps, device=dev)
     print(f"{'minutes':>8}{'TRs':>6}{'r own FiLM':>12}{'r average':>11}{'MSE own':>9}{'MSE average':>13}{'seconds':>9}")
     for row in curve:

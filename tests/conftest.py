@@ -48,7 +48,7 @@ def demo_study(tmp_path_factory) -> Path:
     reuse = os.environ.get("TINYTRIBE_DEMO_STUDY")
     if reuse and (Path(reuse) / "study.json").is_file() and (Path(reuse) / "truth" / "teacher_r.json").is_file():
         return Path(reuse)
-    from tinytribe.cli import run_notebook
+    from tinytribe.pipeline import run_notebook
 
     base = tmp_path_factory.mktemp("demo")
     root = base / "study"

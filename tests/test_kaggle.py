@@ -4,23 +4,16 @@ the push script stages a parameterised notebook and refuses what would fail on K
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tinytribe import kaggle_push as push
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _push():
-    spec = importlib.util.spec_from_file_location("kaggle_push", ROOT / "kaggle" / "push.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-push = _push()
 KERNELS = push.kernel_names()
 
 
@@ -73,6 +66,17 @@ def test_dry_run_stages_a_parameterised_notebook(tmp_path, capsys):
     assert ns["sync_remote"] == "rclone:gdrive:tt/teacher" and ns["media_dir"] == "/kaggle/input/tiny-tribe-media"
 
 
+@pytest.mark.parametrize("command", [[sys.executable, str(ROOT / "kaggle" / "push.py")],
+                                     [sys.executable, "-m", "tinytribe", "kaggle", "push"]])
+def test_the_clone_script_and_the_cli_push_alike(command, tmp_path):
+    done = subprocess.run([*command, "02_teacher_inference", "--user", "ana", "--stage-dir", str(tmp_path),
+                           "--dry-run", "--set", "sync_remote=folder:/x",
+                           "--set", "tinytribe_source=tinytribe @ git+https://github.com/ana/tiny-tribe"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "dry run: kaggle kernels push -p" in done.stdout and (tmp_path / "02_teacher_inference.ipynb").is_file()
+
+
 def test_push_refuses_what_would_fail_on_kaggle(tmp_path, capsys):
     assert push.main(["02_teacher_inference", "--user", "ana", "--dry-run", "--stage-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -86,7 +90,7 @@ def test_push_refuses_what_would_fail_on_kaggle(tmp_path, capsys):
 def test_bad_metadata_is_named(tmp_path, monkeypatch):
     bad = tmp_path / "02_teacher_inference"
     bad.mkdir()
-    meta = json.loads((push.KERNELS / "02_teacher_inference" / "kernel-metadata.json").read_text())
+    meta = json.loads((push.kernels_dir() / "02_teacher_inference" / "kernel-metadata.json").read_text())
     (bad / "kernel-metadata.json").write_text(json.dumps({**meta, "id": "x/other-slug",
                                                           "code_file": str(ROOT / "notebooks" / "02_teacher_inference.ipynb")}))
     monkeypatch.setattr(push, "KERNELS", tmp_path)

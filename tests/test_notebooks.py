@@ -10,7 +10,7 @@ import pytest
 
 from tinytribe import manifest as mf
 from tinytribe._io import sha256_file
-from tinytribe.cli import run_notebook
+from tinytribe.pipeline import run_notebook
 from tinytribe.formats import Manifest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.py"))

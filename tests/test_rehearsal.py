@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tinytribe import manifest as mf
-from tinytribe.cli import run_notebook
+from tinytribe.pipeline import run_notebook
 from tinytribe.formats import Manifest
 
 MARKER = "ya29.SECRET-MARKER-a1b2c3d4e5"

@@ -17,6 +17,8 @@
     tinytribe report runs/evaluate
     tinytribe plan --hours 15
     tinytribe notebooks 00_setup_and_plan --out runs/notebooks -p chunk_s=6
+    tinytribe demo --out runs/demo
+    tinytribe kaggle push 02_teacher_inference --user ana --set sync_remote=rclone:gdrive:tinytribe/teacher
 
 Every error is one line on stderr and exit status 2.
 """
@@ -27,9 +29,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-
 
 def _manifest(args: argparse.Namespace) -> int:
     from tinytribe import manifest as mf
@@ -131,22 +130,6 @@ def _parse_param(text: str):
         return key, raw
 
 
-def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None, *,
-                 cwd: str | Path | None = None, timeout_s: int = 1800) -> Path:
-    """Execute ``notebooks/<name>.ipynb`` with papermill; the executed copy goes to ``out_dir``."""
-    import papermill
-
-    src = NOTEBOOKS_DIR / f"{name}.ipynb"
-    if not src.exists():
-        known = ", ".join(sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")))
-        raise ValueError(f"{src}: no such notebook (known: {known})")
-    out = Path(out_dir) / f"{name}.ipynb"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(str(src), str(out), parameters=parameters or {}, cwd=str(cwd or Path.cwd()),
-                               kernel_name="python3", progress_bar=False, execution_timeout=timeout_s)
-    return out
-
-
 def _teacher(args: argparse.Namespace) -> int:
     from tinytribe import manifest as mf
 
@@ -199,27 +182,65 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _notebooks(args: argparse.Namespace) -> int:
+def _notebook_failure(e: BaseException, name: str, copy: Path) -> str | None:
+    """One line for a notebook that stopped (None: not a notebook error); the traceback stays in its copy."""
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
+    if isinstance(e, PapermillExecutionError):   # the notebook's own one-line error
+        why = str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ""
+        return f"notebook {name} failed in cell {e.exec_count}: {e.ename}: {why} (traceback in {copy})"
+    if isinstance(e, (DeadKernelError, CellTimeoutError)):   # killed for memory, or a cell past the time limit
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"notebook {name} stopped: {type(e).__name__}: {why} (the executed copy is {copy})"
+    return None
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    from tinytribe.pipeline import run_notebook
+    from tinytribe.resources import notebooks_dir
+
     params = dict(_parse_param(p) for p in args.param)
-    names = args.names or sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+    names = args.names or sorted(p.stem for p in notebooks_dir().glob("*.ipynb"))
     for name in names:
         try:
             out = run_notebook(name, args.out, params)
-        except PapermillExecutionError as e:   # the notebook's own one-line error; the traceback stays in its copy
-            why = str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ""
-            print(f"tinytribe: error: notebook {name} failed in cell {e.exec_count}: {e.ename}: {why} "
-                  f"(traceback in {Path(args.out) / f'{name}.ipynb'})", file=sys.stderr)
-            return 2
-        except (DeadKernelError, CellTimeoutError) as e:   # killed for memory, or a cell past the time limit
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"tinytribe: error: notebook {name} stopped: {type(e).__name__}: {why} "
-                  f"(the executed copy is {Path(args.out) / f'{name}.ipynb'})", file=sys.stderr)
+        except Exception as e:
+            line = _notebook_failure(e, name, Path(args.out) / f"{name}.ipynb")
+            if line is None:
+                raise
+            print(f"tinytribe: error: {line}", file=sys.stderr)
             return 2
         print(f"executed {name} -> {out}")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tinytribe.eval.report import ablation_text
+    from tinytribe.pipeline import StepFailed, demo_steps, run_steps
+
+    steps = demo_steps(seed=args.seed, device=args.device, phase1_epochs=args.phase1_epochs, epochs=args.epochs)
+    out = Path(args.out)
+    print(f"Tiny-TRIBE main job: {len(steps)} notebooks on the embedded demo into {out}/ "
+          f"(seed {args.seed}, device {args.device}{'; every step redone' if args.force else ''})", file=sys.stderr)
+    try:
+        report = run_steps(steps, out, force=args.force)
+    except StepFailed as e:
+        line = _notebook_failure(e.__cause__, e.step.notebook, e.copy) or f"step {e.step.name}: {e.__cause__}"
+        print(f"tinytribe: error: {line}; the same command resumes from there", file=sys.stderr)
+        return 2
+    print(ablation_text(json.loads((out / "evaluate" / "results.json").read_text())))
+    runs = ", ".join(s.outputs[0] for s in steps if s.name.startswith(("03_", "04_", "05_")))
+    print(f"\n{report.line()}\n  report       {out / 'evaluate' / 'report.html'}"
+          f"\n  notebooks    {out / 'notebooks'}/\n  checkpoints  {out}/{{{runs}}}/checkpoints/"
+          f"\n  prediction   {out / 'predict'}/")
+    return 0
+
+
+def _kaggle(args: argparse.Namespace) -> int:
+    from tinytribe.kaggle_push import main as push
+
+    return push(args.rest, prog="tinytribe kaggle push")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,10 +345,28 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--out", default="runs/notebooks", help="folder for the executed copies")
     nb.add_argument("-p", "--param", action="append", default=[], help="key=value (JSON values)")
     nb.set_defaults(func=_notebooks)
+
+    de = sub.add_parser("demo", help="the main job: every notebook on the embedded demo, the ablation, a report")
+    de.add_argument("--out", default="runs/demo", help="the output folder (executed notebooks, checkpoints, report)")
+    de.add_argument("--force", action="store_true", help="redo every step (default: reuse finished ones)")
+    de.add_argument("--seed", type=int, default=0, help="the demo study's and every training run's seed")
+    de.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when there is one)")
+    de.add_argument("--phase1-epochs", type=int, default=3, help="Phase 1's epochs (briefly: the demo is small)")
+    de.add_argument("--epochs", type=int, default=30, help="Phase 2's and Phase 3's epochs (their recipes': 10)")
+    de.set_defaults(func=_demo)
+
+    kg = sub.add_parser("kaggle", help="push a notebook to Kaggle as a kernel (tinytribe kaggle push --help)")
+    ksub = kg.add_subparsers(dest="action", required=True)
+    kp = ksub.add_parser("push", add_help=False, help="stage a parameterised notebook and call the Kaggle CLI")
+    kp.add_argument("rest", nargs=argparse.REMAINDER)
+    kp.set_defaults(func=_kaggle)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["kaggle", "push"]:   # its own parser (and --help): tinytribe/kaggle_push.py
+        return _kaggle(argparse.Namespace(rest=argv[2:]))
     args = build_parser().parse_args(argv)
     from tinytribe.config import ConfigError
     from tinytribe.doctor import DoctorError

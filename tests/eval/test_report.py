@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tinytribe.cli import run_notebook
+from tinytribe.pipeline import run_notebook
 from tinytribe.eval.report import ABLATION_ROWS, ablation_rows, lineage_problem, verdict, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

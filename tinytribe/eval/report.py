@@ -225,6 +225,35 @@ def _ablation(results: dict) -> str:
     return table
 
 
+def ablation_text(results: dict) -> str:
+    """The ablation table of a ``results.json`` as plain text (a terminal's summary), the verdict after it."""
+    models = results.get("stats", {}).get("models", {})
+    level = f"{results.get('stats', {}).get('level', 0.95):.0%}"
+
+    def iv(x: dict | None, digits: int = 3) -> str:
+        if not x or x.get("estimate") is None:
+            return "–"
+        if x.get("low") is None:
+            return f"{x['estimate']:.{digits}f}"
+        return f"{x['estimate']:.{digits}f} [{x['low']:.{digits}f}, {x['high']:.{digits}f}]"
+
+    study = results.get("study", {})
+    lines = [f"The ablation on {study.get('name', '?')}'s held-out {study.get('split', '?')} split "
+             f"({len(study.get('subjects', []))} subjects):",
+             f"{'':<18}{'mean r [' + level + ' CI]':>26}{'r / ceiling':>20}{'FDR discoveries':>18}"]
+    for r in results.get("ablation", []):
+        m = models.get(r.get("model") or "")
+        if m is None:
+            lines.append(f"{r['row']:<18}  not scored: {r.get('note') or 'no checkpoint'}")
+            continue
+        lines.append(f"{r['row']:<18}{iv(m['mean_r']):>26}{iv(m.get('r_over_ceiling'), 2):>20}"
+                     f"{str(m['n_significant']) + ' / ' + str(m['n_tested']):>18}")
+    for name, x in (results.get("contrasts") or {}).items():
+        lines.append(f"{name}: {x['estimate']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}] (paired block bootstrap)")
+    lines.append(verdict(results)[0])
+    return "\n".join(lines)
+
+
 def _rois(results: dict) -> str:
     stats = results.get("stats", {})
     models = stats.get("models", {})

@@ -1,0 +1,132 @@
+"""The main job's machinery: steps reused, redone and resumed by key; the progress display; the demo's
+step list against each notebook's parameter schema. Real notebooks (the fast 00_setup_and_plan) run."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from tinytribe import cli, pipeline
+from tinytribe.notebook_params import check_parameters
+from tinytribe.pipeline import Step, StepFailed, demo_steps, run_steps
+
+pytestmark = pytest.mark.notebook
+
+
+def _steps(chunk_a: float = 6.0, chunk_b: float = 6.0) -> list[Step]:
+    return [Step("a", "00_setup_and_plan", "probe a", {"run_dir": "a", "chunk_s": chunk_a}, ("a",)),
+            Step("b", "00_setup_and_plan", "probe b", {"run_dir": "b", "chunk_s": chunk_b}, ("b",), needs=("a",))]
+
+
+def _state(out) -> dict:
+    return json.loads((out / "pipeline.json").read_text())["steps"]
+
+
+def test_steps_run_once_then_are_reused_and_a_changed_step_redoes_what_reads_it(tmp_path):
+    out = tmp_path / "job"
+    first = run_steps(_steps(), out, stream=io.StringIO())
+    assert [s.status for s in first.steps] == ["done", "done"]
+    assert (out / "a" / "manifest.json").is_file() and (out / "notebooks" / "b.ipynb").is_file()
+    assert {k: v["status"] for k, v in _state(out).items()} == {"a": "done", "b": "done"}
+    stamp = (out / "notebooks" / "a.ipynb").stat().st_mtime_ns
+
+    again = run_steps(_steps(), out, stream=io.StringIO())
+    assert [s.status for s in again.steps] == ["reused", "reused"] and again.seconds < 2.0
+    assert (out / "notebooks" / "a.ipynb").stat().st_mtime_ns == stamp
+
+    (out / "b" / "left-over").write_text("from the old parameters")
+    changed = run_steps(_steps(chunk_b=4.0), out, stream=io.StringIO())
+    assert [s.status for s in changed.steps] == ["reused", "done"]
+    assert not (out / "b" / "left-over").exists()    # a redo starts from empty outputs
+
+    upstream = run_steps(_steps(chunk_a=4.0, chunk_b=4.0), out, stream=io.StringIO())
+    assert [s.status for s in upstream.steps] == ["done", "done"]   # b reads a: it is redone too
+
+    (out / "a" / "left-over").write_text("x")
+    forced = run_steps(_steps(chunk_a=4.0, chunk_b=4.0), out, force=True, stream=io.StringIO())
+    assert [s.status for s in forced.steps] == ["done", "done"] and not (out / "a" / "left-over").exists()
+
+    (out / "b" / "manifest.json").unlink()   # an output gone: the step runs again
+    assert [s.status for s in run_steps(_steps(chunk_a=4.0, chunk_b=4.0), out, stream=io.StringIO()).steps] == [
+        "reused", "done"]
+
+
+def test_an_interrupted_step_resumes_over_its_outputs(tmp_path):
+    out = tmp_path / "job"
+    run_steps(_steps(), out, stream=io.StringIO())
+    state = json.loads((out / "pipeline.json").read_text())
+    state["steps"]["b"]["status"] = "running"   # what a session killed inside step b leaves
+    (out / "pipeline.json").write_text(json.dumps(state))
+    (out / "b" / "kept").write_text("work of the killed session")
+    report = run_steps(_steps(), out, stream=io.StringIO())
+    assert [s.status for s in report.steps] == ["reused", "done"] and (out / "b" / "kept").is_file()
+    nb = json.loads((out / "notebooks" / "b.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "0 items done this session" in text   # its manifest was kept: nothing left to redo
+
+
+def test_a_failing_step_is_recorded_and_named(tmp_path):
+    out = tmp_path / "job"
+    bad = [Step("a", "00_setup_and_plan", "probe a", {"run_dir": "a", "chunk_s": "six"}, ("a",))]
+    with pytest.raises(StepFailed) as e:
+        run_steps(bad, out, stream=io.StringIO())
+    assert e.value.step.name == "a" and e.value.copy == out / "notebooks" / "a.ipynb"
+    assert _state(out)["a"]["status"] == "failed"
+    with pytest.raises(ValueError, match="needs z, which no earlier step makes"):
+        run_steps([Step("c", "00_setup_and_plan", "c", {}, ("c",), needs=("z",))], out, stream=io.StringIO())
+    (out / "pipeline.json").write_text("{not json")
+    with pytest.raises(ValueError, match="pipeline.json: not valid JSON"):
+        run_steps(_steps(), out, stream=io.StringIO())
+
+
+def test_the_demo_command_prints_one_line_for_a_failed_step(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pipeline, "demo_steps", lambda **kw: [
+        Step("00_setup_and_plan", "00_setup_and_plan", "probe", {"run_dir": "a", "chunk_s": "six"}, ("a",))])
+    assert cli.main(["demo", "--out", str(tmp_path / "job")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("tinytribe: error: notebook 00_setup_and_plan failed in cell")
+    assert "chunk_s" in err and "the same command resumes from there" in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_shows_step_section_cell_and_times(tmp_path):
+    log = io.StringIO()
+    run_steps(_steps()[:1], tmp_path / "log", stream=log)
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "[1/1] probe a ..." and "    1. The job manifest" in lines
+    assert lines[-1].startswith("[1/1] probe a: done in 0:0") and "(total 0:0" in lines[-1]
+    assert "\r" not in log.getvalue()   # a log file gets lines, not redraws
+
+    term = _Terminal()
+    run_steps(_steps()[:1], tmp_path / "tty", stream=term)
+    redraws = [r for r in term.getvalue().split("\r\033[K") if r and not r.endswith("\n")]
+    assert redraws, "no live line while the notebook ran"
+    assert all(r.startswith("[1/1] probe a") and " · cell " in r and " · total 0:0" in r for r in redraws)
+    assert term.getvalue().endswith("\n") and "done in" in term.getvalue().splitlines()[-1]
+
+    again = io.StringIO()
+    run_steps(_steps()[:1], tmp_path / "log", stream=again)
+    assert "reused" in again.getvalue() and "--force redoes it" in again.getvalue()
+
+
+def test_the_demo_steps_fit_their_notebooks_and_read_only_what_earlier_steps_make():
+    steps = demo_steps(seed=3, device="cpu")
+    made: dict[str, tuple[str, ...]] = {}
+    for step in steps:
+        check_parameters(step.notebook, step.parameters)   # names, types and choices as the notebook takes them
+        assert set(step.needs) <= set(made), step.name
+        for value in json.dumps(step.parameters).split('"'):
+            if value.endswith((".pt", "best.pt")):   # a checkpoint is read from a step this one needs
+                assert any(value.startswith(o + "/") for n in step.needs for o in made[n]), (step.name, value)
+        made[step.name] = step.outputs
+    names = [s.name for s in steps]
+    assert len(set(names)) == len(names) and names[0] == "00_setup_and_plan" and names[-1] == "07_predict_video"
+    ablation = next(s for s in steps if s.notebook == "06_evaluate").parameters["ablation"]
+    assert sorted(ablation) == sorted(["Phase 3 alone", "Phase 2 alone", "Phase 2 → 3", "Phase 1 → 2 → 3"])
+    assert all("loop.seed=3" in s.parameters["overrides"] for s in steps if "overrides" in s.parameters)

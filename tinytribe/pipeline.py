@@ -1,0 +1,376 @@
+"""Notebooks as steps of a job: papermill execution, the main job on the demo, reuse and progress.
+
+    tinytribe demo --out runs/demo            # the whole pipeline on the embedded demo
+    tinytribe demo --out runs/demo            # again: every finished step is reused (seconds)
+    tinytribe demo --out runs/demo --force    # every step redone from empty outputs
+
+A :class:`Step` executes one notebook with papermill, with the output folder as its working directory
+(every path in its parameters is relative, so the folder can be moved). ``pipeline.json`` in that folder
+records each step's *key*: a hash of the notebook, its parameters and the keys of the steps it reads. A
+step is reused when it finished with the same key and its outputs are still there. A step whose key
+changed, or every step under ``force``, is redone from empty outputs; a step that was interrupted (a
+killed session, Ctrl-C) is run again over what it left, and its notebook resumes from its manifests
+and ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from tinytribe._io import atomic_write_json, sha256_file
+from tinytribe.resources import notebooks_dir
+
+STATE_FILE = "pipeline.json"
+STATE_FORMAT = {"format": "tinytribe.pipeline", "format_version": 1}   # docs/FORMATS.md, section 7
+# the kernels' own log (e.g. ipykernel's "Kernel is running over TCP without encryption") stays out of the
+# terminal; what the notebook's code prints or warns is in the executed copy, as always
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
+def notebook_path(name: str) -> Path:
+    src = notebooks_dir() / f"{name}.ipynb"
+    if not src.is_file():
+        known = ", ".join(sorted(p.stem for p in notebooks_dir().glob("*.ipynb")))
+        raise ValueError(f"{src}: no such notebook (known: {known})")
+    return src
+
+
+def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None, *,
+                 cwd: str | Path | None = None, timeout_s: int = 1800, copy_name: str | None = None,
+                 progress: StepProgress | None = None) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` with papermill; the executed copy goes to ``out_dir``.
+
+    Args:
+        copy_name: the executed copy's file name without ``.ipynb`` (default ``name``).
+        progress: told which cell and section runs (the terminal display of :func:`run_steps`).
+    """
+    import papermill
+
+    src = notebook_path(name)
+    out = Path(out_dir) / f"{copy_name or name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    engine = {}
+    if progress is not None:
+        engine = {"engine_name": _progress_engine(), "progress": progress}
+    papermill.execute_notebook(str(src), str(out), parameters=parameters or {}, cwd=str(cwd or Path.cwd()),
+                               kernel_name="python3", progress_bar=False, execution_timeout=timeout_s,
+                               extra_arguments=KERNEL_ARGUMENTS, **engine)
+    return out
+
+
+def _progress_engine() -> str:
+    """Register (once) a papermill engine that reports each cell to a :class:`StepProgress`."""
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.exceptions import PapermillException
+
+    name = "tinytribe-progress"
+    with contextlib.suppress(PapermillException):
+        papermill_engines.get_engine(name)
+        return name
+
+    class ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, progress: StepProgress | None = None, **kwargs):
+            if progress is not None:
+                start = nb_man.cell_start
+
+                def cell_start(cell, cell_index=None, **kw):
+                    progress.cell(cell, cell_index, len(nb_man.nb.cells))
+                    return start(cell, cell_index, **kw)
+
+                nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register(name, ProgressEngine)
+    return name
+
+
+@dataclass(frozen=True)
+class Step:
+    """One notebook run of a job.
+
+    Attributes:
+        name: its key in ``pipeline.json`` and the executed copy's name (``notebooks/<name>.ipynb``).
+        notebook: the notebook it executes.
+        title: what it does, for the display.
+        parameters: the notebook's parameters (paths relative to the output folder).
+        outputs: the folders it writes, relative to the output folder (removed before it is redone).
+        needs: the steps whose outputs it reads (a redone one makes this one redo too).
+        copies: executed copies the notebook makes itself (``run_dir/x.ipynb``), kept beside the others.
+    """
+
+    name: str
+    notebook: str
+    title: str
+    parameters: dict
+    outputs: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    copies: tuple[str, ...] = ()
+
+
+def demo_steps(*, seed: int = 0, device: str = "auto", phase1_epochs: int = 3, epochs: int | None = 30) -> list[Step]:
+    """The main job: the whole pipeline on the embedded demo study, with the design's ablation.
+
+    00 plans and probes the bundled media; 00_demo_study builds the study (its stimuli, features through
+    01, simulated subjects, the demo teacher through 02); Phase 1 briefly; Phase 2 from random init and
+    from Phase 1; Phase 3 from each of those (the first also adapts the held-out subject and fits an ROI
+    head) and from random init; 06 scores all four against the ridge and the teacher; 07 predicts a clip.
+
+    Args:
+        epochs: Phase 2's and Phase 3's (None: their recipes' 10, which leave the demo's students far
+            below the ridge: Phase 2 → 3 at mean r 0.070 against 0.150 after 30, ridge 0.156).
+    """
+    seeded = [f"loop.seed={seed}"]
+    long = {} if epochs is None else {"epochs": epochs}   # Phase 2's and 3's (None: their recipes')
+    studies = ["demo_study", "demo_stories"]
+    no_extras = {"adapt_minutes": [], "roi_head": False}
+    return [
+        Step("00_setup_and_plan", "00_setup_and_plan", "doctor, a resumable probe of the bundled media, the plan",
+             {"run_dir": "setup"}, ("setup",)),
+        Step("00_demo_study", "00_demo_study", "the demo study: stimuli, 01 features, subjects, 02 demo teacher",
+             {"root": "demo_study", "stories_root": "demo_stories", "seed": seed, "device": device},
+             ("demo_study", "demo_stories"),
+             copies=("demo_study/notebooks/01_extract_features.ipynb",
+                     "demo_study/notebooks/02_teacher_inference.ipynb")),
+        Step("03_phase1_selfsup", "03_phase1_selfsup", "Phase 1: self-supervised pre-training (briefly)",
+             {"study_dirs": ["demo_study"], "run_dir": "phase1", "epochs": phase1_epochs, "overrides": seeded,
+              "device": device}, ("phase1",), needs=("00_demo_study",)),
+        Step("04_phase2_kd", "04_phase2_kd", "Phase 2: distil the teacher, from random init",
+             {"study_dirs": ["demo_study"], "run_dir": "phase2", "overrides": seeded, "device": device, **long},
+             ("phase2",), needs=("00_demo_study",)),
+        Step("04_phase2_kd-from-phase1", "04_phase2_kd", "Phase 2: distil the teacher, from Phase 1",
+             {"study_dirs": ["demo_study"], "run_dir": "phase1_2", "init_from": "phase1/checkpoints/best.pt",
+              "overrides": seeded, "device": device, **long}, ("phase1_2",), needs=("00_demo_study", "03_phase1_selfsup")),
+        Step("05_phase3_fmri", "05_phase3_fmri", "Phase 3: fMRI from Phase 2, adapt sub-04, an ROI head",
+             {"study_dirs": studies, "run_dir": "phase3", "init_from": "phase2/checkpoints/best.pt",
+              "overrides": seeded, "device": device, **long}, ("phase3",), needs=("00_demo_study", "04_phase2_kd")),
+        Step("05_phase3_fmri-alone", "05_phase3_fmri", "Phase 3 alone: fMRI from random init",
+             {"study_dirs": studies, "run_dir": "phase3_alone", "init_from": None, "pseudo_label": [],
+              "overrides": seeded, "device": device, **no_extras, **long}, ("phase3_alone",), needs=("00_demo_study",)),
+        Step("05_phase3_fmri-from-phase1", "05_phase3_fmri", "Phase 3: fMRI from Phase 1 → 2",
+             {"study_dirs": studies, "run_dir": "phase1_2_3", "init_from": "phase1_2/checkpoints/best.pt",
+              "overrides": seeded, "device": device, **no_extras, **long}, ("phase1_2_3",),
+             needs=("00_demo_study", "04_phase2_kd-from-phase1")),
+        Step("06_evaluate", "06_evaluate", "evaluate: the ablation, statistics, the HTML report",
+             {"study_dir": "demo_study", "out_dir": "evaluate", "checkpoint": "phase3/checkpoints/best.pt",
+              "device": device,
+              "ablation": {"Phase 3 alone": "phase3_alone/checkpoints/best.pt",
+                           "Phase 2 alone": "phase2/checkpoints/best.pt",
+                           "Phase 2 → 3": "phase3/checkpoints/best.pt",
+                           "Phase 1 → 2 → 3": "phase1_2_3/checkpoints/best.pt"}},
+             ("evaluate",), needs=("00_demo_study", "04_phase2_kd", "05_phase3_fmri", "05_phase3_fmri-alone",
+                                   "05_phase3_fmri-from-phase1")),
+        Step("07_predict_video", "07_predict_video", "predict a demo clip: maps, time courses, a brain movie",
+             {"checkpoint": "phase3/checkpoints/best.pt", "media": "demo_study/stimuli/test01.mp4",
+              "out_dir": "predict", "cache_dir": "predict/features", "measured_study": "demo_study",
+              "device": device}, ("predict",), needs=("00_demo_study", "05_phase3_fmri")),
+    ]
+
+
+class StepFailed(RuntimeError):
+    """A step's notebook stopped (the cause is papermill's or nbclient's error); it is recorded as failed."""
+
+    def __init__(self, step: Step, copy: Path):
+        super().__init__(f"step {step.name} failed (executed copy: {copy})")
+        self.step, self.copy = step, copy
+
+
+@dataclass
+class StepRecord:
+    name: str
+    title: str
+    status: str          # "reused", "done"
+    seconds: float       # this run's (a reused step: the run that made it)
+
+
+@dataclass
+class PipelineReport:
+    out_dir: Path
+    steps: list[StepRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        ran = [s for s in self.steps if s.status == "done"]
+        return (f"{len(ran)} steps run, {len(self.steps) - len(ran)} reused, in {_clock(self.seconds)} "
+                f"({self.out_dir})")
+
+
+def _step_key(step: Step, keys: dict[str, str]) -> str:
+    missing = [n for n in step.needs if n not in keys]
+    if missing:
+        raise ValueError(f"step {step.name}: needs {', '.join(missing)}, which no earlier step makes")
+    blob = json.dumps({"notebook": sha256_file(notebook_path(step.notebook)), "parameters": step.parameters,
+                       "needs": {n: keys[n] for n in step.needs}}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load_state(out: Path) -> dict:
+    path = out / STATE_FILE
+    if not path.is_file():
+        return {**STATE_FORMAT, "steps": {}}
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete it (every step then runs again) or use --force")
+    if {k: state.get(k) for k in STATE_FORMAT} != STATE_FORMAT:
+        raise ValueError(f"{path}: not a {STATE_FORMAT['format']} version {STATE_FORMAT['format_version']} file "
+                         f"(format {state.get('format')!r}, version {state.get('format_version')!r})")
+    return state
+
+
+def run_steps(steps: list[Step], out_dir: str | Path, *, force: bool = False, stream: TextIO | None = None,
+              timeout_s: int = 1800) -> PipelineReport:
+    """Run (or reuse) each step in order; the executed copies go to ``out_dir/notebooks/``.
+
+    Raises:
+        StepFailed: from papermill's or nbclient's error (a cell failed, a dead kernel, a timeout). The step
+            is recorded as failed (so is one stopped by Ctrl-C); the next run starts it again over its outputs.
+    """
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / "notebooks"
+    state = _load_state(out)
+    display = Progress(len(steps), stream or sys.stderr)
+    report = PipelineReport(out)
+    keys: dict[str, str] = {}
+    started = time.monotonic()
+    for i, step in enumerate(steps, 1):
+        key = keys[step.name] = _step_key(step, keys)
+        rec = state["steps"].get(step.name)
+        copy = executed / f"{step.name}.ipynb"
+        present = copy.is_file() and all((out / o).exists() for o in step.outputs) and all(
+            (out / f).exists() for f in (rec or {}).get("files", []))
+        if not force and rec and rec["status"] == "done" and rec["key"] == key and present:
+            display.reused(i, step, rec)
+            report.steps.append(StepRecord(step.name, step.title, "reused", rec["seconds"]))
+            continue
+        if force or (rec and (rec["key"] != key or rec["status"] == "done")):   # a redo starts empty
+            for o in step.outputs:
+                shutil.rmtree(out / o, ignore_errors=True)
+            copy.unlink(missing_ok=True)
+        state["steps"][step.name] = {"key": key, "status": "running", "notebook": step.notebook,
+                                     "parameters": step.parameters, "started": _now()}
+        atomic_write_json(out / STATE_FILE, state)
+        t0 = time.monotonic()
+        with display.step(i, step) as progress:
+            try:
+                run_notebook(step.notebook, executed, step.parameters, cwd=out, timeout_s=timeout_s,
+                             copy_name=step.name, progress=progress)
+            except BaseException as e:
+                state["steps"][step.name]["status"] = "failed"
+                atomic_write_json(out / STATE_FILE, state)
+                if isinstance(e, Exception):
+                    raise StepFailed(step, copy) from e
+                raise
+        for c in step.copies:   # the executed copies a notebook made of the notebooks it ran
+            if (out / c).is_file():
+                shutil.copy2(out / c, executed / Path(c).name)
+        seconds = time.monotonic() - t0
+        state["steps"][step.name].update(status="done", seconds=round(seconds, 1), finished=_now(),
+                                         files=_files(out, step.outputs))
+        atomic_write_json(out / STATE_FILE, state)
+        report.steps.append(StepRecord(step.name, step.title, "done", seconds))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _files(out: Path, outputs: tuple[str, ...]) -> list[str]:
+    """Every file a step left in its outputs (relative paths): a reused step must still have them all."""
+    return sorted(str(f.relative_to(out)) for o in outputs for f in (out / o).rglob("*") if f.is_file())
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+class StepProgress:
+    """What one running step shows: its section (the last markdown heading), cell and times."""
+
+    def __init__(self, display: Progress, index: int, step: Step):
+        self.display, self.index, self.step = display, index, step
+        self.started = time.monotonic()
+        self.section, self.cell_index, self.cells = "", 0, 0
+
+    def cell(self, cell, index: int | None, count: int) -> None:
+        self.cell_index, self.cells = (index or 0) + 1, count
+        heading = cell.source.strip().splitlines()[0] if cell.cell_type == "markdown" and cell.source.strip() else ""
+        if heading.startswith("#"):
+            self.section = heading.lstrip("#").strip()
+            self.display.section(self)
+
+    def line(self) -> str:
+        where = f" · {self.section}" if self.section else ""
+        cells = f" · cell {self.cell_index}/{self.cells}" if self.cells else ""
+        return (f"[{self.index}/{self.display.total}] {self.step.title}{where}{cells} · "
+                f"{_clock(time.monotonic() - self.started)} · total {_clock(self.display.elapsed())}")
+
+
+class Progress:
+    """The terminal display of :func:`run_steps`: on a terminal one line per step, redrawn every second
+    (step, section, cell, time in the step, time so far); in a log one line per step and section."""
+
+    def __init__(self, total: int, stream: TextIO):
+        self.total, self.stream = total, stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _write(self, text: str, *, redraw: bool = False) -> None:
+        with self._lock:
+            if self.tty:
+                width = shutil.get_terminal_size((120, 20)).columns - 1
+                self.stream.write("\r\033[K" + text[:width] + ("" if redraw else "\n"))
+            elif not redraw:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def reused(self, index: int, step: Step, rec: dict) -> None:
+        self._write(f"[{index}/{self.total}] {step.title}: reused (ran {rec.get('finished', '?')} "
+                    f"in {_clock(rec.get('seconds', 0))}; --force redoes it)")
+
+    def section(self, progress: StepProgress) -> None:
+        if not self.tty:
+            self._write(f"    {progress.section}")
+
+    @contextlib.contextmanager
+    def step(self, index: int, step: Step) -> Iterator[StepProgress]:
+        progress = StepProgress(self, index, step)
+        stop = threading.Event()
+        if self.tty:
+            def tick() -> None:
+                while not stop.wait(1.0):
+                    self._write(progress.line(), redraw=True)
+            ticker = threading.Thread(target=tick, daemon=True)
+            ticker.start()
+        else:
+            self._write(f"[{index}/{self.total}] {step.title} ...")
+        ok = False
+        try:
+            yield progress
+            ok = True
+        finally:
+            stop.set()
+            if self.tty:
+                ticker.join()
+            took = _clock(time.monotonic() - progress.started)
+            self._write(f"[{index}/{self.total}] {step.title}: {'done' if ok else 'FAILED'} in {took} "
+                        f"(total {_clock(self.elapsed())})")
