@@ -258,9 +258,14 @@ def load_whisper(model: str | None = None, device: str = "auto", threads: int = 
 
 
 def transcribe(audio, whisper, language: str = "en") -> list[Word]:
-    """Word events by ASR. ``audio``: a path, or 16 kHz mono float32 samples."""
+    """Word events by ASR. ``audio``: a path, or 16 kHz mono float32 samples.
+
+    Greedy decoding at temperature 0 only: Whisper's default falls back to sampling at higher
+    temperatures when a segment looks like a hallucination (trailing silence, music), from an unseeded
+    generator, so the same audio gave different words from run to run (the demo's corpus01: 151 or 153).
+    """
     segments, _ = whisper.transcribe(audio if not isinstance(audio, Path) else str(audio), language=language,
-                                     word_timestamps=True, beam_size=1, vad_filter=False,
+                                     word_timestamps=True, beam_size=1, vad_filter=False, temperature=0.0,
                                      condition_on_previous_text=False)
     words = [Word(w.word.strip(), float(w.start), max(float(w.end - w.start), 0.0), _probability(w))
              for s in segments for w in (s.words or [])]

@@ -117,7 +117,8 @@ class OpenAIWhisperTiny:
         from tinytribe.features.words import Word, clean_words
 
         out = self.model.transcribe(samples.astype(np.float32), language="en", word_timestamps=True,
-                                    condition_on_previous_text=False, fp16=False, verbose=None)
+                                    condition_on_previous_text=False, fp16=False, verbose=None,
+                                    temperature=0.0)   # no sampling fallback: the same words every run
         words = [Word(w["word"].strip(), float(w["start"]), max(float(w["end"] - w["start"]), 0.0),
                       float(w["probability"]) if w.get("probability") is not None else None)
                  for seg in out["segments"] for w in seg.get("words", [])]
