@@ -121,13 +121,9 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _parse_param(text: str):
-    key, sep, raw = text.partition("=")
-    if not sep:
-        raise ValueError(f"parameter {text!r}: expected key=value")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
+    from tinytribe.config import parse_assignment
+
+    return parse_assignment(text, "parameter")
 
 
 def _teacher(args: argparse.Namespace) -> int:

@@ -139,6 +139,22 @@ def load_json_config(cls: type[T], path: str | Path) -> T:
     return from_dict(cls, data, where=str(path))
 
 
+def parse_assignment(text: str, what: str = "override") -> tuple[str, Any]:
+    """``key=value`` as ``(key, value)``: the value parsed as JSON when it parses (``4``, ``0.1``, ``true``,
+    ``[1,2]``), else kept as the string. ``what`` names the argument in the error.
+
+    Raises:
+        ConfigError: ``text`` has no ``=``.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep:
+        raise ConfigError(f"{what} {text!r}: expected key=value")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
 def apply_overrides(cfg: T, overrides: list[str], *, prefix: str = "") -> T:
     """Return a copy of ``cfg`` with ``key.path=value`` overrides applied.
 
@@ -150,16 +166,11 @@ def apply_overrides(cfg: T, overrides: list[str], *, prefix: str = "") -> T:
     """
     data = to_dict(cfg)
     for item in overrides:
-        text = item[2:] if item.startswith("--") else item
-        if "=" not in text:
+        if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
-        key, raw = text.split("=", 1)
+        key, value = parse_assignment(item[2:] if item.startswith("--") else item)
         if prefix and key.startswith(prefix):
             key = key[len(prefix):]
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
         node = data
         parts = key.split(".")
         for p in parts[:-1]:

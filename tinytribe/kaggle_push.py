@@ -90,13 +90,12 @@ def _fill(value, user: str):
 
 
 def _parse_set(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise PushError(f"--set {text!r}: expected key=value")
+    from tinytribe.config import ConfigError, parse_assignment
+
     try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value  # a bare string
+        return parse_assignment(text, "--set")
+    except ConfigError as e:
+        raise PushError(str(e)) from None
 
 
 def stage(name: str, user: str, overrides: dict, out: Path) -> tuple[dict, dict]:
