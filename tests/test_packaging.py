@@ -1,8 +1,11 @@
-"""A wheel install works without the source tree: it ships the notebooks and the Kaggle kernels, and
-``tinytribe notebooks 00_setup_and_plan`` runs from a fresh virtual environment.
+"""A wheel install works without the source tree: it ships the notebooks, the Kaggle kernels and every
+data file of the package, and ``tinytribe notebooks 00_setup_and_plan`` (and Phase 2, which needs the
+model configs) run from a fresh virtual environment.
 
-The wheel is built from the repository's files (``git ls-files``: what ``pip install git+...`` clones)
-and installed into a new venv with ``--no-deps``; its dependencies come from this test environment
+The wheel is built the way pip builds one from PyPI: an sdist of the repository's files (``git
+ls-files``: what ``pip install git+...`` clones) through setuptools' PEP 517 hook, then a wheel from
+that sdist (so ``MANIFEST.in`` is tested too). It is installed into a new venv with ``--no-deps``; its
+dependencies come from this test environment
 through a ``.pth`` path line (pip must never download torch here), which does not run this
 environment's editable-install hook, so ``import tinytribe`` finds the wheel's copy only.
 """
@@ -39,7 +42,10 @@ def wheel_env(tmp_path_factory) -> Path:
         (src / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, src / f)
     pip = [sys.executable, "-m", "pip"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(src)],
+    subprocess.run([sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(tmp / 'sdist')!r})"],
+                   cwd=src, check=True, capture_output=True)
+    sdist = next((tmp / "sdist").glob("tinytribe-*.tar.gz"))
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(sdist)],
                    check=True, capture_output=True)
     wheel = next((tmp / "dist").glob("tinytribe-*.whl"))
     env = tmp / "venv"
@@ -59,6 +65,22 @@ def _run(env: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True,
                           env={**clean, "PATH": path, "VIRTUAL_ENV": str(env)})
+
+
+def _installed(env: Path) -> Path:
+    return next((env / "lib").glob("python*/site-packages/tinytribe"))
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_every_file_of_the_package(wheel_env):
+    data = {f for f in _source_files() if f.startswith("tinytribe/") and not f.endswith(".py")}
+    assert data, "the package has data files (assets, model configs)"
+    installed = _installed(wheel_env).parent
+    missing = sorted(f for f in data if not (installed / f).is_file())
+    assert not missing, f"not in the wheel: {missing}"
+    modules = sorted(f for f in _source_files() if f.startswith("tinytribe/") and f.endswith(".py")
+                     and not (installed / f).is_file())
+    assert not modules, f"modules not in the wheel: {modules}"
 
 
 @pytest.mark.slow
@@ -95,3 +117,16 @@ def test_tinytribe_notebooks_runs_from_a_wheel_install(wheel_env, tmp_path):
     assert nb["metadata"]["papermill"]["exception"] is None
     assert (tmp_path / "setup" / "manifest.json").is_file()
     assert "without encryption" not in done.stderr   # the kernels' own log stays out of the terminal
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_phase2_trains_from_a_wheel_install(wheel_env, demo_study, tmp_path):
+    done = _run(wheel_env, "tinytribe", "notebooks", "04_phase2_kd", "--out", "executed",
+                "-p", f"study_dirs=[\"{demo_study}\"]", "-p", "run_dir=phase2", "-p", "max_steps=2",
+                "-p", "device=cpu", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr + done.stdout
+    from tinytribe.formats import Checkpoint
+
+    ck = Checkpoint.load(tmp_path / "phase2" / "checkpoints" / "last.pt")
+    assert ck.step == 2 and ck.config["name"] == "tiny-tribe-demo"   # the model config came from the wheel

@@ -225,7 +225,11 @@ def _demo(args: argparse.Namespace) -> int:
         line = _notebook_failure(e.__cause__, e.step.notebook, e.copy) or f"step {e.step.name}: {e.__cause__}"
         print(f"tinytribe: error: {line}; the same command resumes from there", file=sys.stderr)
         return 2
-    print(ablation_text(json.loads((out / "evaluate" / "results.json").read_text())))
+    except KeyboardInterrupt:
+        print("\ntinytribe: interrupted; the same command resumes from the step it stopped in", file=sys.stderr)
+        return 130
+    results = out / "evaluate" / "results.json"
+    print(ablation_text(json.loads(results.read_text())) if results.is_file() else f"no {results}: nothing to summarise")
     runs = ", ".join(s.outputs[0] for s in steps if s.name.startswith(("03_", "04_", "05_")))
     print(f"\n{report.line()}\n  report       {out / 'evaluate' / 'report.html'}"
           f"\n  notebooks    {out / 'notebooks'}/\n  checkpoints  {out}/{{{runs}}}/checkpoints/"

@@ -6,11 +6,11 @@
 
 A :class:`Step` executes one notebook with papermill, with the output folder as its working directory
 (every path in its parameters is relative, so the folder can be moved). ``pipeline.json`` in that folder
-records each step's *key*: a hash of the notebook, its parameters and the keys of the steps it reads. A
-step is reused when it finished with the same key and its outputs are still there. A step whose key
-changed, or every step under ``force``, is redone from empty outputs; a step that was interrupted (a
-killed session, Ctrl-C) is run again over what it left, and its notebook resumes from its manifests
-and ``last.pt``.
+records each step's *key*: a hash of this package's code, the notebook, its parameters and the keys of
+the steps it reads. A step is reused when it finished with the same key and its files are still there.
+A finished step whose key changed (or whose files are gone, or a step it reads ran again) is redone
+from empty outputs, and ``force`` redoes every step; a step that was interrupted (a killed session,
+Ctrl-C) is run again over what it left, and its notebook resumes from its manifests and ``last.pt``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import hashlib
 import json
+import os
 import shutil
 import sys
 import threading
@@ -33,9 +34,10 @@ from tinytribe.resources import notebooks_dir
 
 STATE_FILE = "pipeline.json"
 STATE_FORMAT = {"format": "tinytribe.pipeline", "format_version": 1}   # docs/FORMATS.md, section 7
-# the kernels' own log (e.g. ipykernel's "Kernel is running over TCP without encryption") stays out of the
-# terminal; what the notebook's code prints or warns is in the executed copy, as always
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# the kernels' own log (ipykernel's "Kernel is running over TCP without encryption", its ZMQ tracebacks
+# on Ctrl-C) stays out of the terminal; what the notebook's code prints or warns is in the executed copy,
+# and a kernel that dies is reported by nbclient (DeadKernelError)
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def notebook_path(name: str) -> Path:
@@ -107,7 +109,9 @@ class Step:
         parameters: the notebook's parameters (paths relative to the output folder).
         outputs: the folders it writes, relative to the output folder (removed before it is redone).
         needs: the steps whose outputs it reads (a redone one makes this one redo too).
-        copies: executed copies the notebook makes itself (``run_dir/x.ipynb``), kept beside the others.
+        runs_inside: notebooks this notebook runs itself (part of its key, like its own file) ...
+        inside_copies: ... and the folder (relative) where it leaves their executed copies, which are
+            then copied beside the others.
     """
 
     name: str
@@ -116,7 +120,8 @@ class Step:
     parameters: dict
     outputs: tuple[str, ...]
     needs: tuple[str, ...] = ()
-    copies: tuple[str, ...] = ()
+    runs_inside: tuple[str, ...] = ()
+    inside_copies: str | None = None
 
 
 def demo_steps(*, seed: int = 0, device: str = "auto", phase1_epochs: int = 3, epochs: int | None = 30) -> list[Step]:
@@ -140,9 +145,8 @@ def demo_steps(*, seed: int = 0, device: str = "auto", phase1_epochs: int = 3, e
              {"run_dir": "setup"}, ("setup",)),
         Step("00_demo_study", "00_demo_study", "the demo study: stimuli, 01 features, subjects, 02 demo teacher",
              {"root": "demo_study", "stories_root": "demo_stories", "seed": seed, "device": device},
-             ("demo_study", "demo_stories"),
-             copies=("demo_study/notebooks/01_extract_features.ipynb",
-                     "demo_study/notebooks/02_teacher_inference.ipynb")),
+             ("demo_study", "demo_stories"), runs_inside=("01_extract_features", "02_teacher_inference"),
+             inside_copies="demo_study/notebooks"),
         Step("03_phase1_selfsup", "03_phase1_selfsup", "Phase 1: self-supervised pre-training (briefly)",
              {"study_dirs": ["demo_study"], "run_dir": "phase1", "epochs": phase1_epochs, "overrides": seeded,
               "device": device}, ("phase1",), needs=("00_demo_study",)),
@@ -206,13 +210,56 @@ class PipelineReport:
                 f"({self.out_dir})")
 
 
-def _step_key(step: Step, keys: dict[str, str]) -> str:
-    missing = [n for n in step.needs if n not in keys]
-    if missing:
-        raise ValueError(f"step {step.name}: needs {', '.join(missing)}, which no earlier step makes")
-    blob = json.dumps({"notebook": sha256_file(notebook_path(step.notebook)), "parameters": step.parameters,
-                       "needs": {n: keys[n] for n in step.needs}}, sort_keys=True)
+def package_digest() -> str:
+    """A hash of the installed ``tinytribe`` package (its modules and data files): a step made by other
+    code is not reused."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                    and p.suffix not in (".pyc", ".pyo") and "_bundled" not in p.relative_to(root).parts):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()[:16]
+
+
+def _step_key(step: Step, keys: dict[str, str], code: str) -> str:
+    blob = json.dumps({"code": code, "parameters": step.parameters, "needs": {n: keys[n] for n in step.needs},
+                       "notebooks": {n: sha256_file(notebook_path(n)) for n in (step.notebook, *step.runs_inside)}},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_steps(steps: list[Step]) -> None:
+    """Refuse, naming the step, what would make a job unsafe to reuse or to redo.
+
+    Raises:
+        ValueError: a repeated name; a need on no earlier step; an output that is absolute, leaves the
+            output folder, is the folder itself or its ``notebooks/`` or ``pipeline.json``, or overlaps
+            another step's; parameters JSON cannot hold (papermill passes them as JSON).
+    """
+    seen: dict[str, Step] = {}
+    owner: dict[str, str] = {}
+    for step in steps:
+        if step.name in seen:
+            raise ValueError(f"step {step.name}: two steps have this name")
+        missing = [n for n in step.needs if n not in seen]
+        if missing:
+            raise ValueError(f"step {step.name}: needs {', '.join(missing)}, which no earlier step makes")
+        try:
+            json.dumps(step.parameters, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"step {step.name}: parameters must be plain JSON values (strings, not paths; "
+                             f"no NaN): {e}") from None
+        for o in step.outputs:
+            parts = Path(o).parts
+            if Path(o).is_absolute() or not parts or ".." in parts or parts[0] in (".", "notebooks", STATE_FILE):
+                raise ValueError(f"step {step.name}: output {o!r} must be a folder inside the output folder "
+                                 f"(not absolute, '..', '.', 'notebooks' or {STATE_FILE})")
+            norm = Path(*parts).as_posix()
+            for other, name in owner.items():
+                if norm == other or norm.startswith(other + "/") or other.startswith(norm + "/"):
+                    raise ValueError(f"step {step.name}: output {o!r} overlaps {other!r} of step {name}")
+            owner[norm] = step.name
+        seen[step.name] = step
 
 
 def _load_state(out: Path) -> dict:
@@ -222,46 +269,91 @@ def _load_state(out: Path) -> dict:
     try:
         state = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); delete it (every step then runs again) or use --force")
+        raise ValueError(f"{path}: not valid JSON ({e}); run with --force to redo every step")
     if {k: state.get(k) for k in STATE_FORMAT} != STATE_FORMAT:
         raise ValueError(f"{path}: not a {STATE_FORMAT['format']} version {STATE_FORMAT['format_version']} file "
                          f"(format {state.get('format')!r}, version {state.get('format_version')!r})")
     return state
 
 
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """One job at a time in an output folder (an advisory lock, released when the process ends)."""
+    try:
+        import fcntl
+    except ImportError:   # Windows: no lock
+        yield
+        return
+    with open(out / ".pipeline.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise ValueError(f"{out}: another job is running in this folder (pid {f.read().strip() or '?'})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+
+
 def run_steps(steps: list[Step], out_dir: str | Path, *, force: bool = False, stream: TextIO | None = None,
               timeout_s: int = 1800) -> PipelineReport:
     """Run (or reuse) each step in order; the executed copies go to ``out_dir/notebooks/``.
 
+    A step is reused when ``pipeline.json`` records it done with the same key (this package's code, its
+    notebooks, its parameters, the keys of its needs), every file it left is still there, and none of its
+    needs ran in this call. Otherwise it runs: from empty outputs when it had finished (or its key
+    changed), over its outputs when it was interrupted or failed (its notebook resumes). ``force`` first
+    removes every step's outputs and record, so an interrupted forced run goes on forced.
+
     Raises:
         StepFailed: from papermill's or nbclient's error (a cell failed, a dead kernel, a timeout). The step
             is recorded as failed (so is one stopped by Ctrl-C); the next run starts it again over its outputs.
+        ValueError: see :func:`check_steps`; another job holds the folder; a step's outputs exist but
+            ``pipeline.json`` has no record of it (made by something else: nothing is deleted).
     """
+    check_steps(steps)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    with _locked(out):
+        return _run_locked(steps, out, force=force, stream=stream or sys.stderr, timeout_s=timeout_s)
+
+
+def _run_locked(steps: list[Step], out: Path, *, force: bool, stream: TextIO, timeout_s: int) -> PipelineReport:
     executed = out / "notebooks"
     state = _load_state(out)
-    display = Progress(len(steps), stream or sys.stderr)
+    if force:
+        for step in steps:
+            _clear(out, step)
+            state["steps"].pop(step.name, None)
+        atomic_write_json(out / STATE_FILE, state)
+    display = Progress(len(steps), stream)
     report = PipelineReport(out)
+    code = package_digest()
     keys: dict[str, str] = {}
+    ran: set[str] = set()
     started = time.monotonic()
     for i, step in enumerate(steps, 1):
-        key = keys[step.name] = _step_key(step, keys)
+        key = keys[step.name] = _step_key(step, keys, code)
         rec = state["steps"].get(step.name)
         copy = executed / f"{step.name}.ipynb"
-        present = copy.is_file() and all((out / o).exists() for o in step.outputs) and all(
-            (out / f).exists() for f in (rec or {}).get("files", []))
-        if not force and rec and rec["status"] == "done" and rec["key"] == key and present:
+        if rec is None:
+            made = [o for o in step.outputs if (out / o).exists()]
+            if made:
+                raise ValueError(f"{out / made[0]}: exists, but {out / STATE_FILE} has no record of step {step.name} "
+                                 f"making it; move it away, or run with --force to replace it")
+        elif (rec["status"] == "done" and rec["key"] == key and not ran & set(step.needs) and copy.is_file()
+              and all((out / f).exists() for f in rec.get("files", []))):
             display.reused(i, step, rec)
             report.steps.append(StepRecord(step.name, step.title, "reused", rec["seconds"]))
             continue
-        if force or (rec and (rec["key"] != key or rec["status"] == "done")):   # a redo starts empty
-            for o in step.outputs:
-                shutil.rmtree(out / o, ignore_errors=True)
-            copy.unlink(missing_ok=True)
+        elif rec["status"] == "done" or rec["key"] != key:   # a redo starts from empty outputs
+            _clear(out, step)
         state["steps"][step.name] = {"key": key, "status": "running", "notebook": step.notebook,
                                      "parameters": step.parameters, "started": _now()}
         atomic_write_json(out / STATE_FILE, state)
+        ran.add(step.name)
         t0 = time.monotonic()
         with display.step(i, step) as progress:
             try:
@@ -273,9 +365,10 @@ def run_steps(steps: list[Step], out_dir: str | Path, *, force: bool = False, st
                 if isinstance(e, Exception):
                     raise StepFailed(step, copy) from e
                 raise
-        for c in step.copies:   # the executed copies a notebook made of the notebooks it ran
-            if (out / c).is_file():
-                shutil.copy2(out / c, executed / Path(c).name)
+        for name in step.runs_inside:   # the executed copies it made of the notebooks it ran
+            inner = out / (step.inside_copies or "") / f"{name}.ipynb"
+            if inner.is_file():
+                shutil.copy2(inner, executed / inner.name)
         seconds = time.monotonic() - t0
         state["steps"][step.name].update(status="done", seconds=round(seconds, 1), finished=_now(),
                                          files=_files(out, step.outputs))
@@ -283,6 +376,14 @@ def run_steps(steps: list[Step], out_dir: str | Path, *, force: bool = False, st
         report.steps.append(StepRecord(step.name, step.title, "done", seconds))
     report.seconds = time.monotonic() - started
     return report
+
+
+def _clear(out: Path, step: Step) -> None:
+    for o in step.outputs:
+        shutil.rmtree(out / o, ignore_errors=True)
+    (out / "notebooks" / f"{step.name}.ipynb").unlink(missing_ok=True)
+    for name in step.runs_inside:
+        (out / "notebooks" / f"{name}.ipynb").unlink(missing_ok=True)
 
 
 def _files(out: Path, outputs: tuple[str, ...]) -> list[str]:

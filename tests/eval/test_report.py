@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tinytribe.pipeline import run_notebook
-from tinytribe.eval.report import ABLATION_ROWS, ablation_rows, lineage_problem, verdict, write_report
+from tinytribe.eval.report import (ABLATION_ROWS, ablation_rows, ablation_text, lineage_problem, verdict,
+                                   write_report)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("TINYTRIBE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -80,6 +81,17 @@ def test_the_report_renders_in_chromium_with_the_ablation_filled(demo_study, abl
     assert main(["report", str(out)]) == 0 and page.read_bytes() == before        # rebuilt from results.json
     assert (ARTIFACTS / "report.png").stat().st_size > 100_000
 
+    results = json.loads((out / "results.json").read_text())   # the main job's printed summary of the same
+    lines = ablation_text(results).splitlines()
+    models = results["stats"]["models"]
+    for name in ABLATION_ROWS:
+        line = next(x for x in lines if x.startswith(name + " "))
+        r = models[name]["mean_r"]
+        assert line.split()[len(name.split())] == f"{r['estimate']:.3f}", line     # the page's numbers, as text
+        assert f"[{r['low']:.3f}, {r['high']:.3f}]" in line
+    assert sum(x.startswith("Phase 1 → 2 → 3 − Phase 3 alone: ") for x in lines) == 1
+    assert "embedded demo study" in lines[-1]
+
 
 def _results(diff: tuple[float, float, float], demo: bool = False, problem: str | None = None) -> dict:
     ck = {"lineage_problem": problem} if problem else {}
@@ -103,6 +115,15 @@ def test_the_verdict_reads_the_paired_contrast():
     assert "embedded demo study" in text and "does not test" in text
     text, _ = verdict({"stats": {"models": {}}, "ablation": [{"row": "Phase 3 alone", "model": None}]})
     assert "not tested: no scores for Phase 1 → 2 → 3, Phase 3 alone" in text
+
+
+def test_the_text_summary_names_what_was_not_scored():
+    text = ablation_text({"demo": True, "study": {"name": "s", "split": "test", "subjects": ["a"]},
+                          "stats": {"models": {}}, "ablation": [{"row": "Phase 3 alone", "model": None,
+                                                                   "note": "runs/x.pt does not exist"}],
+                          "contrasts": {"Phase 2 → 3 − Phase 3 alone": {"estimate": None, "low": None, "high": None}}})
+    assert "Phase 3 alone       not scored: runs/x.pt does not exist" in text
+    assert "Phase 2 → 3 − Phase 3 alone: not computed" in text and text.startswith("The ablation on s's held-out")
 
 
 def test_ablation_rows_and_lineages():

@@ -249,6 +249,9 @@ def ablation_text(results: dict) -> str:
         lines.append(f"{r['row']:<18}{iv(m['mean_r']):>26}{iv(m.get('r_over_ceiling'), 2):>20}"
                      f"{str(m['n_significant']) + ' / ' + str(m['n_tested']):>18}")
     for name, x in (results.get("contrasts") or {}).items():
+        if None in (x.get("estimate"), x.get("low"), x.get("high")):
+            lines.append(f"{name}: not computed (no finite scores)")
+            continue
         lines.append(f"{name}: {x['estimate']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}] (paired block bootstrap)")
     lines.append(verdict(results)[0])
     return "\n".join(lines)
