@@ -91,6 +91,18 @@ def test_a_changed_notebook_or_package_redoes_its_steps(tmp_path, monkeypatch):
     assert pipeline._step_key(inner, {}, "c") != before   # a notebook it runs inside is part of its key
 
 
+def test_a_step_made_again_by_an_interrupted_job_still_redoes_what_reads_it(tmp_path):
+    out = tmp_path / "job"
+    a, b = _steps()
+    x = Step("x", "00_setup_and_plan", "probe x", {"run_dir": "x"}, ("x",))
+    run_steps([a, x, b], out, stream=io.StringIO())
+    (out / "a" / "manifest.json").unlink()   # a is made again ...
+    bad_x = Step("x", "00_setup_and_plan", "probe x", {"run_dir": "x", "chunk_s": "six"}, ("x",))
+    with pytest.raises(StepFailed):          # ... and the job stops before b
+        run_steps([a, bad_x, b], out, stream=io.StringIO())
+    assert [s.status for s in run_steps([a, x, b], out, stream=io.StringIO()).steps] == ["reused", "done", "done"]
+
+
 def test_force_is_kept_by_a_run_it_was_interrupted_in(tmp_path):
     out = tmp_path / "job"
     three = [*_steps(), Step("c", "00_setup_and_plan", "probe c", {"run_dir": "c"}, ("c",))]
@@ -109,7 +121,7 @@ def test_outputs_nobody_recorded_are_refused_not_deleted(tmp_path):
     (out / "b" / "mine.txt").write_text("made by hand")
     with pytest.raises(ValueError, match=r"job/b: exists, but .*pipeline.json has no record of step b"):
         run_steps(_steps(), out, stream=io.StringIO())
-    assert (out / "b" / "mine.txt").is_file()
+    assert (out / "b" / "mine.txt").is_file() and not (out / "a").exists()   # refused before any step ran
     assert [s.status for s in run_steps(_steps(), out, force=True, stream=io.StringIO()).steps] == ["done", "done"]
 
 
@@ -157,8 +169,17 @@ def test_a_failing_step_is_recorded_and_named(tmp_path):
     assert e.value.step.name == "a" and e.value.copy == out / "notebooks" / "a.ipynb"
     assert _state(out)["a"]["status"] == "failed"
     (out / "pipeline.json").write_text("{not json")
-    with pytest.raises(ValueError, match="pipeline.json: not valid JSON"):
+    with pytest.raises(ValueError, match="pipeline.json: not valid JSON .*; run with --force to start over"):
         run_steps(_steps(), out, stream=io.StringIO())
+    assert [s.status for s in run_steps(_steps(), out, force=True, stream=io.StringIO()).steps] == ["done", "done"]
+
+
+def test_the_source_tree_is_refused_as_the_output_folder(tmp_path):
+    root = pipeline.notebooks_dir().parent
+    before = sorted(p.name for p in pipeline.notebooks_dir().iterdir())
+    with pytest.raises(ValueError, match="is the source tree"):
+        run_steps(_steps(), root, force=True, stream=io.StringIO())
+    assert sorted(p.name for p in pipeline.notebooks_dir().iterdir()) == before and not (root / "a").exists()
 
 
 def test_the_demo_command_prints_one_line_for_a_failed_step(tmp_path, monkeypatch, capsys):
@@ -175,7 +196,9 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_shows_step_section_cell_and_times(tmp_path):
+def test_progress_shows_step_section_cell_and_times(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline.Progress, "refresh_s", 0.2)
+    monkeypatch.setenv("COLUMNS", "400")
     log = io.StringIO()
     run_steps(_steps()[:1], tmp_path / "log", stream=log)
     lines = log.getvalue().splitlines()

@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("\ntinytribe: interrupted", file=sys.stderr)
+        return 130
     except (FormatError, ConfigError, MediaError, ValueError, FileNotFoundError, KeyError, RemoteError,
             SyncLockedError, DoctorError) as e:
         print(f"tinytribe: error: {e}", file=sys.stderr)

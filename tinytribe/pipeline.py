@@ -8,8 +8,8 @@ A :class:`Step` executes one notebook with papermill, with the output folder as 
 (every path in its parameters is relative, so the folder can be moved). ``pipeline.json`` in that folder
 records each step's *key*: a hash of this package's code, the notebook, its parameters and the keys of
 the steps it reads. A step is reused when it finished with the same key and its files are still there.
-A finished step whose key changed (or whose files are gone, or a step it reads ran again) is redone
-from empty outputs, and ``force`` redoes every step; a step that was interrupted (a killed session,
+A finished step whose key changed (or whose files are gone, or a step it reads was made again since
+it ran) is redone from empty outputs, and ``force`` redoes every step; a step that was interrupted (a killed session,
 Ctrl-C) is run again over what it left, and its notebook resumes from its manifests and ``last.pt``.
 """
 
@@ -24,6 +24,7 @@ import shutil
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from tinytribe._io import atomic_write_json, sha256_file
 from tinytribe.resources import notebooks_dir
 
 STATE_FILE = "pipeline.json"
+LOCK_FILE = ".pipeline.lock"
 STATE_FORMAT = {"format": "tinytribe.pipeline", "format_version": 1}   # docs/FORMATS.md, section 7
 # the kernels' own log (ipykernel's "Kernel is running over TCP without encryption", its ZMQ tracebacks
 # on Ctrl-C) stays out of the terminal; what the notebook's code prints or warns is in the executed copy,
@@ -210,14 +212,18 @@ class PipelineReport:
                 f"({self.out_dir})")
 
 
+CODE_FILES = ("**/*.py", "model/configs/*.json", "assets/**/*")   # the package's modules and data files
+
+
 def package_digest() -> str:
-    """A hash of the installed ``tinytribe`` package (its modules and data files): a step made by other
-    code is not reused."""
+    """A hash of the installed ``tinytribe`` package (its modules and data files, not editor backups or
+    caches): a step made by other code is not reused."""
     root = Path(__file__).resolve().parent
+    files = {f for pattern in CODE_FILES for f in root.glob(pattern)
+             if f.is_file() and not {"__pycache__", "_bundled"} & set(f.relative_to(root).parts)}
     h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                    and p.suffix not in (".pyc", ".pyo") and "_bundled" not in p.relative_to(root).parts):
-        h.update(str(f.relative_to(root)).encode() + b"\0" + sha256_file(f).encode())
+    for f in sorted(files):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + sha256_file(f).encode())
     return h.hexdigest()[:16]
 
 
@@ -251,14 +257,18 @@ def check_steps(steps: list[Step]) -> None:
                              f"no NaN): {e}") from None
         for o in step.outputs:
             parts = Path(o).parts
-            if Path(o).is_absolute() or not parts or ".." in parts or parts[0] in (".", "notebooks", STATE_FILE):
+            if Path(o).is_absolute() or not parts or ".." in parts or parts[0] in (".", "notebooks", STATE_FILE,
+                                                                                        LOCK_FILE):
                 raise ValueError(f"step {step.name}: output {o!r} must be a folder inside the output folder "
-                                 f"(not absolute, '..', '.', 'notebooks' or {STATE_FILE})")
+                                 f"(not absolute, '..', '.', 'notebooks', {STATE_FILE} or {LOCK_FILE})")
             norm = Path(*parts).as_posix()
             for other, name in owner.items():
                 if norm == other or norm.startswith(other + "/") or other.startswith(norm + "/"):
                     raise ValueError(f"step {step.name}: output {o!r} overlaps {other!r} of step {name}")
             owner[norm] = step.name
+        inside = Path(step.inside_copies or ".").as_posix()
+        if step.runs_inside and not any(inside == o or inside.startswith(o + "/") for o in step.outputs):
+            raise ValueError(f"step {step.name}: inside_copies {step.inside_copies!r} must be in one of its outputs")
         seen[step.name] = step
 
 
@@ -269,10 +279,11 @@ def _load_state(out: Path) -> dict:
     try:
         state = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); run with --force to redo every step")
+        raise ValueError(f"{path}: not valid JSON ({e}); run with --force to start over (every step redone)")
     if {k: state.get(k) for k in STATE_FORMAT} != STATE_FORMAT:
         raise ValueError(f"{path}: not a {STATE_FORMAT['format']} version {STATE_FORMAT['format_version']} file "
-                         f"(format {state.get('format')!r}, version {state.get('format_version')!r})")
+                         f"(format {state.get('format')!r}, version {state.get('format_version')!r}); run with "
+                         f"--force to start over (every step redone)")
     return state
 
 
@@ -284,7 +295,7 @@ def _locked(out: Path) -> Iterator[None]:
     except ImportError:   # Windows: no lock
         yield
         return
-    with open(out / ".pipeline.lock", "a+") as f:
+    with open(out / LOCK_FILE, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -302,19 +313,25 @@ def run_steps(steps: list[Step], out_dir: str | Path, *, force: bool = False, st
     """Run (or reuse) each step in order; the executed copies go to ``out_dir/notebooks/``.
 
     A step is reused when ``pipeline.json`` records it done with the same key (this package's code, its
-    notebooks, its parameters, the keys of its needs), every file it left is still there, and none of its
-    needs ran in this call. Otherwise it runs: from empty outputs when it had finished (or its key
-    changed), over its outputs when it was interrupted or failed (its notebook resumes). ``force`` first
-    removes every step's outputs and record, so an interrupted forced run goes on forced.
+    notebooks, its parameters, the keys of its needs), every file it left is still there, and its needs are
+    still the runs it read (each run of a step has an id; a need made again since, in this job or in an
+    interrupted one, is new input). Otherwise it runs: from empty outputs when it had finished, or its key
+    or inputs changed; over its outputs when it was interrupted or failed with the same key and inputs
+    (its notebook resumes). ``force`` first removes every step's outputs and record (an unreadable
+    ``pipeline.json`` too), so an interrupted forced run goes on forced.
 
     Raises:
         StepFailed: from papermill's or nbclient's error (a cell failed, a dead kernel, a timeout). The step
             is recorded as failed (so is one stopped by Ctrl-C); the next run starts it again over its outputs.
-        ValueError: see :func:`check_steps`; another job holds the folder; a step's outputs exist but
-            ``pipeline.json`` has no record of it (made by something else: nothing is deleted).
+        ValueError: see :func:`check_steps`; the output folder is the source tree; another job holds it; a
+            step's outputs exist but ``pipeline.json`` has no record of it (made by something else: nothing
+            is deleted, checked before any step runs); an output could not be removed for a redo.
     """
     check_steps(steps)
     out = Path(out_dir).resolve()
+    if (out / "notebooks").resolve() == notebooks_dir().resolve():
+        raise ValueError(f"{out}: is the source tree (its notebooks/ are the notebooks this job runs); "
+                         f"choose another output folder, such as {out / 'runs' / 'demo'}")
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out):
         return _run_locked(steps, out, force=force, stream=stream or sys.stderr, timeout_s=timeout_s)
@@ -322,38 +339,45 @@ def run_steps(steps: list[Step], out_dir: str | Path, *, force: bool = False, st
 
 def _run_locked(steps: list[Step], out: Path, *, force: bool, stream: TextIO, timeout_s: int) -> PipelineReport:
     executed = out / "notebooks"
-    state = _load_state(out)
-    if force:
+    if force:   # every output and record goes first, so an interrupted forced job goes on forced
+        try:
+            state = _load_state(out)
+        except ValueError:   # an unreadable state file: start over
+            state = {**STATE_FORMAT, "steps": {}}
         for step in steps:
             _clear(out, step)
             state["steps"].pop(step.name, None)
         atomic_write_json(out / STATE_FILE, state)
+    state = _load_state(out)
+    for step in steps:   # before any work: outputs nobody recorded are not this job's to overwrite
+        made = [o for o in step.outputs if (out / o).exists()]
+        if step.name not in state["steps"] and made:
+            raise ValueError(f"{out / made[0]}: exists, but {out / STATE_FILE} has no record of step {step.name} "
+                             f"making it; move it away, or run with --force to replace it")
     display = Progress(len(steps), stream)
     report = PipelineReport(out)
     code = package_digest()
     keys: dict[str, str] = {}
-    ran: set[str] = set()
     started = time.monotonic()
     for i, step in enumerate(steps, 1):
         key = keys[step.name] = _step_key(step, keys, code)
         rec = state["steps"].get(step.name)
         copy = executed / f"{step.name}.ipynb"
-        if rec is None:
-            made = [o for o in step.outputs if (out / o).exists()]
-            if made:
-                raise ValueError(f"{out / made[0]}: exists, but {out / STATE_FILE} has no record of step {step.name} "
-                                 f"making it; move it away, or run with --force to replace it")
-        elif (rec["status"] == "done" and rec["key"] == key and not ran & set(step.needs) and copy.is_file()
-              and all((out / f).exists() for f in rec.get("files", []))):
-            display.reused(i, step, rec)
-            report.steps.append(StepRecord(step.name, step.title, "reused", rec["seconds"]))
-            continue
-        elif rec["status"] == "done" or rec["key"] != key:   # a redo starts from empty outputs
-            _clear(out, step)
-        state["steps"][step.name] = {"key": key, "status": "running", "notebook": step.notebook,
-                                     "parameters": step.parameters, "started": _now()}
+        # the runs of its needs it would read: a need made again since (in this job or an interrupted one) is new input
+        inputs = {n: state["steps"][n].get("run") for n in step.needs}
+        if rec is not None:
+            same = rec["key"] == key and rec.get("inputs") == inputs
+            if (same and rec["status"] == "done" and copy.is_file()
+                    and all((out / f).exists() for f in rec.get("files", []))):
+                display.reused(i, step, rec)
+                report.steps.append(StepRecord(step.name, step.title, "reused", rec["seconds"]))
+                continue
+            if rec["status"] == "done" or not same:   # a redo starts from empty outputs
+                _clear(out, step)
+        state["steps"][step.name] = {"key": key, "status": "running", "run": uuid.uuid4().hex[:12],
+                                     "inputs": inputs, "notebook": step.notebook, "parameters": step.parameters,
+                                     "started": _now()}
         atomic_write_json(out / STATE_FILE, state)
-        ran.add(step.name)
         t0 = time.monotonic()
         with display.step(i, step) as progress:
             try:
@@ -380,7 +404,11 @@ def _run_locked(steps: list[Step], out: Path, *, force: bool, stream: TextIO, ti
 
 def _clear(out: Path, step: Step) -> None:
     for o in step.outputs:
-        shutil.rmtree(out / o, ignore_errors=True)
+        if (out / o).exists():
+            try:
+                shutil.rmtree(out / o)
+            except OSError as e:   # "from empty outputs" must be true, or the step does not start
+                raise ValueError(f"{out / o}: could not be removed to redo step {step.name}: {e}") from None
     (out / "notebooks" / f"{step.name}.ipynb").unlink(missing_ok=True)
     for name in step.runs_inside:
         (out / "notebooks" / f"{name}.ipynb").unlink(missing_ok=True)
@@ -426,6 +454,8 @@ class Progress:
     """The terminal display of :func:`run_steps`: on a terminal one line per step, redrawn every second
     (step, section, cell, time in the step, time so far); in a log one line per step and section."""
 
+    refresh_s = 1.0
+
     def __init__(self, total: int, stream: TextIO):
         self.total, self.stream = total, stream
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
@@ -458,7 +488,7 @@ class Progress:
         stop = threading.Event()
         if self.tty:
             def tick() -> None:
-                while not stop.wait(1.0):
+                while not stop.wait(self.refresh_s):
                     self._write(progress.line(), redraw=True)
             ticker = threading.Thread(target=tick, daemon=True)
             ticker.start()
